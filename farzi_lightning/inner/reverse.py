@@ -1,0 +1,282 @@
+"""Reverse-mode meta-gradients through an invertible optimiser, with memory independent of ``T``.
+
+The forward pass keeps only the final optimiser state plus a fixed number of exact checkpoints; the backward
+pass walks the trajectory back by *undoing* each update (DESIGN §1), recomputing that step's gradient on the
+same batch, and pushing the adjoints through one double-backward per step.
+
+Undoing divides by the momentum coefficient every step, so rounding errors grow like ``beta**-T``. Three
+defences, all on by default:
+
+1. The optimiser state (θ, m, v) is kept in ``state_dtype`` (float64): the learner still runs in its own
+   dtype, on θ cast down, and the reconstructed θ casts down to the very same float32 values as the forward's.
+2. Exact checkpoints split the trajectory into segments; the reversal restarts from exact state at every
+   segment boundary and measures the drift there.
+3. A segment whose drift exceeds ``drift_tolerance`` (or whose adjoints went non-finite) is reversed again
+   from its exact start: replayed forward with finer checkpoints, recursively, down to single steps that
+   need no undo at all. Memory stays ``O(log T)`` states; time grows only where drift did.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import abstractmethod
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .base import DriftError, InnerLoss, InnerOptimizer, MetaGradient, OuterLoss, Params, call_loss, check_used
+
+DriftPolicy = Literal["recompute", "warn", "raise"]
+_SPLIT = 4  # a drifting segment is replayed as this many sub-segments
+
+
+class State(NamedTuple):
+    """Exact optimiser state after ``step`` updates: parameters and the optimiser's own buffers."""
+
+    params: Params
+    buffers: tuple[Params, ...]
+
+
+class _Adjoint:
+    """Running adjoints: of θ_t, of the optimiser buffers at t, and of each hyper tensor."""
+
+    def __init__(self, params: Params, buffers: tuple[Params, ...], hyper: tuple[Tensor, ...]):
+        self.params, self.buffers, self.hyper = params, buffers, list(hyper)
+        self.used = [False] * len(hyper)
+
+    def clone(self) -> _Adjoint:
+        out = _Adjoint({k: v.clone() for k, v in self.params.items()},
+                       tuple({k: v.clone() for k, v in b.items()} for b in self.buffers),
+                       tuple(h.clone() for h in self.hyper))
+        out.used = list(self.used)
+        return out
+
+    def finite(self) -> bool:
+        tensors = [*self.params.values(), *self.hyper, *(v for b in self.buffers for v in b.values())]
+        return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+class ReversibleOptimizer(InnerOptimizer):
+    """Shared machinery of ``ReverseAdam`` and ``ReverseSGD``; subclasses supply the update's algebra.
+
+    Args:
+        steps: number of inner steps ``T``.
+        lr: inner learning rate.
+        state_dtype: dtype of θ, the optimiser buffers and the adjoints during forward and reversal.
+        checkpoint_every: store exact state every K steps (memory ``O(T/K)``); ``None`` uses ``checkpoints``.
+        checkpoints: when ``checkpoint_every`` is None, this many evenly spaced exact checkpoints (memory
+            independent of ``T``); 0 reverses the whole trajectory in one segment.
+        drift_tolerance: largest acceptable ``max |θ_a reconstructed − θ_a|`` at a segment start. ``None``:
+            1e-12 for float64 learners, 1e-6 otherwise (a few float32 ulps of a unit-scale weight). With Adam's
+            default eps=1e-8, weights whose gradient is near zero make the meta-gradient sensitive to tiny
+            reconstruction errors, so the tolerance sits near the learner's own precision.
+        on_drift: what to do above the tolerance: ``"recompute"`` the segment exactly (default), ``"warn"`` and
+            keep the result, or ``"raise"`` a ``DriftError``.
+    """
+
+    #: False when an update cannot be undone from the state after it (SGD without momentum); such optimisers
+    #: are reversed by replay with recursive checkpoints instead.
+    invertible: bool = True
+
+    def __init__(
+        self,
+        steps: int,
+        lr: float,
+        *,
+        state_dtype: torch.dtype = torch.float64,
+        checkpoint_every: int | None = None,
+        checkpoints: int = 3,
+        drift_tolerance: float | None = None,
+        on_drift: DriftPolicy = "recompute",
+    ) -> None:
+        super().__init__(steps, lr)
+        if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+            raise ValueError(f"checkpoint_every must be None or an integer >= 1, got {checkpoint_every!r}")
+        if not isinstance(checkpoints, int) or checkpoints < 0:
+            raise ValueError(f"checkpoints must be an integer >= 0, got {checkpoints!r}")
+        if drift_tolerance is not None and not drift_tolerance > 0:
+            raise ValueError(f"drift_tolerance must be positive, got {drift_tolerance!r}")
+        if on_drift not in ("recompute", "warn", "raise"):
+            raise ValueError(f"on_drift must be 'recompute', 'warn' or 'raise', got {on_drift!r}")
+        if not (isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point):
+            raise TypeError(f"state_dtype must be a floating torch.dtype, got {state_dtype!r}")
+        self.state_dtype = state_dtype
+        self.checkpoint_every = checkpoint_every
+        self.checkpoints = checkpoints
+        self.drift_tolerance = drift_tolerance
+        self.on_drift = on_drift
+
+    # ---- the update's algebra (no graph; may work in place on tensors the caller owns) ----
+
+    @abstractmethod
+    def init_buffers(self, params: Params) -> tuple[Params, ...]:
+        """Optimiser buffers before the first step."""
+
+    @abstractmethod
+    def step(self, state: State, grads: Params, t: int) -> State:
+        """Update ``t`` (1-based): state after ``t-1`` updates and ``g_t`` → state after ``t`` updates."""
+
+    @abstractmethod
+    def undo_params(self, state: State, t: int) -> Params:
+        """θ_{t-1} from the state after update ``t``."""
+
+    @abstractmethod
+    def undo_buffers(self, buffers: tuple[Params, ...], grads: Params, t: int) -> tuple[Params, ...]:
+        """Buffers after ``t-1`` updates from those after ``t`` and ``g_t``."""
+
+    @abstractmethod
+    def backprop(self, adj: _Adjoint, state: State, grads: Params, t: int) -> Params:
+        """Push adjoints back through update ``t``: returns ``dg_t`` and sets ``adj.buffers`` to those of t-1.
+
+        ``adj.params`` is the adjoint of θ_t; the θ_{t-1} → θ_t identity path is left in place.
+        """
+
+    # ---- driver ----
+
+    def _boundaries(self) -> list[int]:
+        T = self.steps
+        if self.checkpoint_every is not None:
+            return sorted({*range(0, T, self.checkpoint_every), T})
+        n = min(self.checkpoints, T - 1)
+        return sorted({0, T, *(round(i * T / (n + 1)) for i in range(1, n + 1))})
+
+    def _meta_gradient(
+        self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...]
+    ) -> MetaGradient:
+        run = _Run(self, inner_loss, params, hyper)
+        theta0 = {k: p.to(self.state_dtype) for k, p in params.items()}
+        start = State(theta0, self.init_buffers(theta0))
+        states = run.replay(0, start, self._boundaries(), record_loss=True)
+        final = states[self.steps]
+
+        theta_T = run.cast(final.params, requires_grad=True)
+        loss = call_loss(outer_loss, "outer_loss", theta_T)
+        d_theta = torch.autograd.grad(loss, list(theta_T.values()), allow_unused=True)
+        adj = _Adjoint({k: _zero_or(g, final.params[k]) for (k, g) in zip(theta_T, d_theta)},
+                       tuple({k: torch.zeros_like(v) for k, v in b.items()} for b in final.buffers),
+                       tuple(torch.zeros_like(h, dtype=self.state_dtype) for h in hyper))
+
+        points = sorted(states)
+        for a, b in zip(reversed(points[:-1]), reversed(points[1:])):
+            adj = run.reverse(a, b, states[a], states[b], adj)
+
+        check_used([g if used else None for g, used in zip(adj.hyper, adj.used)], hyper)
+        return MetaGradient(
+            grads=tuple(g.to(h.dtype) for g, h in zip(adj.hyper, hyper)),
+            outer_loss=loss.detach(),
+            params={k: v.to(params[k].dtype) for k, v in final.params.items()},
+            drift=run.drift,
+            inner_loss=torch.stack(run.inner_losses).mean(),
+            replayed_steps=run.replayed,
+        )
+
+
+def _zero_or(g: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if g is None else g.to(like.dtype)
+
+
+class _Run:
+    """One meta-gradient computation: the closures, the drift record and the recursive reversal."""
+
+    def __init__(self, opt: ReversibleOptimizer, inner_loss: InnerLoss, params: Params, hyper: tuple[Tensor, ...]):
+        self.opt, self.inner_loss, self.hyper = opt, inner_loss, hyper
+        self.dtypes = {k: p.dtype for k, p in params.items()}
+        self.frozen_hyper = tuple(h.detach() for h in hyper)
+        self.drift = 0.0
+        self.replayed = 0
+        self.tolerance = opt.drift_tolerance
+        if self.tolerance is None:
+            self.tolerance = 1e-12 if all(d == torch.float64 for d in self.dtypes.values()) else 1e-6
+        self.inner_losses: list[Tensor] = []
+
+    def cast(self, params: Params, requires_grad: bool) -> Params:
+        """θ in the learner's dtype, as fresh leaves."""
+        return {k: p.detach().to(self.dtypes[k]).requires_grad_(requires_grad) for k, p in params.items()}
+
+    def replay(self, a: int, start: State, keep: list[int], record_loss: bool = False) -> dict[int, State]:
+        """Run updates a+1..max(keep) from the exact ``start``; return the states at the steps in ``keep``."""
+        kept, state, end = {a: start}, start, max(keep)
+        wanted = set(keep)
+        for t in range(a + 1, end + 1):
+            theta = self.cast(state.params, requires_grad=True)
+            loss = call_loss(self.inner_loss, "inner_loss", theta, self.frozen_hyper, t - 1)
+            grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
+            grads = {k: _zero_or(g, state.params[k]) for k, g in zip(theta, grads)}
+            state = self.opt.step(_copy(state) if t - 1 in kept else state, grads, t)
+            if t in wanted:
+                kept[t] = state
+            if record_loss:
+                self.inner_losses.append(loss.detach())
+        if not record_loss:
+            self.replayed += end - a
+        return kept
+
+    def reverse(self, a: int, b: int, start: State, end: State, adj: _Adjoint) -> _Adjoint:
+        """Reverse updates b..a+1, given exact states at a and b; returns the adjoints at a."""
+        opt = self.opt
+        if b - a == 1:
+            return self._reverse_step(b, start.params, end, adj)[0]
+        if opt.invertible:
+            saved = adj.clone() if opt.on_drift == "recompute" else None
+            state = _copy(end)
+            for t in range(b, a, -1):
+                adj, state = self._reverse_step(t, None, state, adj)
+            drift = max(float((state.params[k] - start.params[k]).abs().max()) for k in start.params)
+            finite = math.isfinite(drift) and adj.finite()
+            drift = drift if finite else math.inf
+            if drift <= self.tolerance:
+                self.drift = max(self.drift, drift)
+                return adj
+            message = (f"reversal drift {drift:.3g} over inner steps {a}..{b} exceeds drift_tolerance="
+                       f"{self.tolerance:g}" + ("" if finite else " (non-finite values)"))
+            if opt.on_drift == "raise" or (opt.on_drift == "warn" and not finite):
+                # A non-finite meta-gradient is never handed back, whatever the policy.
+                raise DriftError(message + "; use on_drift='recompute', checkpoint_every, or a float64 state_dtype")
+            if opt.on_drift == "warn":
+                warnings.warn(message, RuntimeWarning, stacklevel=4)
+                self.drift = max(self.drift, drift)
+                return adj
+            adj = saved
+        # Replay [a, b] from its exact start with finer checkpoints and reverse each piece.
+        keep = sorted({a, b, *(a + round(i * (b - a) / _SPLIT) for i in range(1, _SPLIT))})
+        states = self.replay(a, start, keep)
+        states[b] = end
+        for lo, hi in zip(reversed(keep[:-1]), reversed(keep[1:])):
+            adj = self.reverse(lo, hi, states[lo], states[hi], adj)
+        return adj
+
+    def _reverse_step(
+        self, t: int, prev_params: Params | None, state: State, adj: _Adjoint
+    ) -> tuple[_Adjoint, State | None]:
+        """Reverse update ``t``. With ``prev_params`` (exact θ_{t-1}) nothing is undone."""
+        opt = self.opt
+        params_prev = opt.undo_params(state, t) if prev_params is None else prev_params
+        theta = self.cast(params_prev, requires_grad=True)
+        with torch.enable_grad():
+            loss = call_loss(self.inner_loss, "inner_loss", theta, self.hyper, t - 1)
+            leaves = list(theta.values())
+            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+        g = {k: _zero_or(gk, state.params[k]).detach() for k, gk in zip(theta, grads)}
+        dg = opt.backprop(adj, state, g, t)
+        # One double-backward gives both the Hessian-vector product and the mixed product with the hyper.
+        pairs = [(gk, dg[k].to(gk.dtype)) for k, gk in zip(theta, grads) if gk is not None and gk.requires_grad]
+        if pairs:
+            dot = sum((gk * v).sum() for gk, v in pairs)
+            out = torch.autograd.grad(dot, leaves + list(self.hyper), allow_unused=True)
+            for k, h in zip(theta, out[: len(leaves)]):
+                if h is not None:
+                    adj.params[k] += h.to(adj.params[k].dtype)
+            for i, h in enumerate(out[len(leaves):]):
+                if h is not None:
+                    adj.hyper[i] += h.to(adj.hyper[i].dtype)
+                    adj.used[i] = True
+        if prev_params is not None:
+            return adj, None
+        return adj, State(params_prev, opt.undo_buffers(state.buffers, g, t))
+
+
+def _copy(state: State) -> State:
+    return State({k: v.clone() for k, v in state.params.items()},
+                 tuple({k: v.clone() for k, v in b.items()} for b in state.buffers))

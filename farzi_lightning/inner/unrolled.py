@@ -1,0 +1,69 @@
+"""Unrolled references: keep the autograd graph of all T steps (``create_graph=True``). O(T) memory.
+
+They exist to check the reverse-mode optimisers and to benchmark against; they compute in the dtype of the
+parameters passed in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import InnerLoss, InnerOptimizer, MetaGradient, OuterLoss, Params, call_loss, check_used
+from .functional import adam_init, adam_update, sgd_init, sgd_update
+
+
+class _Unrolled(InnerOptimizer):
+    def _init(self, params: Params):
+        raise NotImplementedError
+
+    def _update(self, params: Params, grads: Params, state, t: int):
+        raise NotImplementedError
+
+    def _meta_gradient(
+        self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...]
+    ) -> MetaGradient:
+        theta = {k: p.clone().requires_grad_(True) for k, p in params.items()}
+        state = self._init(theta)
+        losses = []
+        for t in range(1, self.steps + 1):
+            loss = call_loss(inner_loss, "inner_loss", theta, hyper, t - 1)
+            grads = torch.autograd.grad(loss, list(theta.values()), create_graph=True, allow_unused=True)
+            grads = {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(theta.items(), grads)}
+            theta, state = self._update(theta, grads, state, t)
+            losses.append(loss.detach())
+        outer = call_loss(outer_loss, "outer_loss", theta)
+        grads = torch.autograd.grad(outer, hyper, allow_unused=True)
+        check_used(grads, hyper)
+        return MetaGradient(grads=tuple(grads), outer_loss=outer.detach(),
+                            params={k: v.detach() for k, v in theta.items()}, drift=0.0,
+                            inner_loss=torch.stack(losses).mean())
+
+
+class UnrolledAdam(_Unrolled):
+    """Adam through the full unrolled graph. Args as ``ReverseAdam``: lr, betas, eps, steps."""
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 steps: int = 10) -> None:
+        super().__init__(steps, lr)
+        self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
+
+    def _init(self, params: Params):
+        return adam_init(params)
+
+    def _update(self, params, grads, state, t):
+        return adam_update(params, grads, state, t, lr=self.lr, betas=self.betas, eps=self.eps)
+
+
+class UnrolledSGD(_Unrolled):
+    """SGD with momentum through the full unrolled graph. Args as ``ReverseSGD``: lr, momentum, steps."""
+
+    def __init__(self, lr: float = 0.1, momentum: float = 0.9, steps: int = 10) -> None:
+        super().__init__(steps, lr)
+        self.momentum = float(momentum)
+
+    def _init(self, params: Params):
+        return sgd_init(params)
+
+    def _update(self, params, grads, state, t):
+        return sgd_update(params, grads, state, t, lr=self.lr, momentum=self.momentum)

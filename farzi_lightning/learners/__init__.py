@@ -1,0 +1,8 @@
+"""Learners: plain ``nn.Module``s reading hard ids ``(B, L)`` or soft tokens ``(B, L, V)``; all support double
+backward (plain-math attention, no cuDNN RNN under soft input) so the inner optimisers can reverse them."""
+
+from .rnn import RNNLM
+from .sasrec import SASRec
+from .transformer import TransformerLM
+
+__all__ = ["RNNLM", "SASRec", "TransformerLM"]
