@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -38,6 +38,7 @@ class MetaGradient:
             reconstructed, as in the unrolled references).
         inner_loss: the mean inner loss over the ``steps`` forward steps (detached).
         replayed_steps: forward steps recomputed to repair drift or to reverse a non-invertible update.
+        seconds: wall time per phase (``forward``, ``reverse``); on GPU without synchronisation, approximate.
     """
 
     grads: tuple[Tensor, ...]
@@ -46,6 +47,7 @@ class MetaGradient:
     drift: float
     inner_loss: Tensor
     replayed_steps: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 class InnerOptimizer(ABC):

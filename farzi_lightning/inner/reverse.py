@@ -19,6 +19,7 @@ defences, all on by default:
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from abc import abstractmethod
 from typing import Literal, NamedTuple
@@ -146,6 +147,7 @@ class ReversibleOptimizer(InnerOptimizer):
         self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...]
     ) -> MetaGradient:
         run = _Run(self, inner_loss, params, hyper)
+        started = time.perf_counter()
         theta0 = {k: p.to(self.state_dtype) for k, p in params.items()}
         start = State(theta0, self.init_buffers(theta0))
         states = run.replay(0, start, self._boundaries(), record_loss=True)
@@ -158,6 +160,7 @@ class ReversibleOptimizer(InnerOptimizer):
                        tuple({k: torch.zeros_like(v) for k, v in b.items()} for b in final.buffers),
                        tuple(torch.zeros_like(h, dtype=self.state_dtype) for h in hyper))
 
+        reverse_started = time.perf_counter()
         points = sorted(states)
         for a, b in zip(reversed(points[:-1]), reversed(points[1:])):
             adj = run.reverse(a, b, states[a], states[b], adj)
@@ -170,6 +173,7 @@ class ReversibleOptimizer(InnerOptimizer):
             drift=run.drift,
             inner_loss=torch.stack(run.inner_losses).mean(),
             replayed_steps=run.replayed,
+            seconds={"forward": reverse_started - started, "reverse": time.perf_counter() - reverse_started},
         )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from .base import Params
-from .functional import AdamState, adam_update
 from .reverse import ReversibleOptimizer, State, _Adjoint
 
 
@@ -52,43 +51,75 @@ class ReverseAdam(ReversibleOptimizer):
         return ({k: torch.zeros_like(p) for k, p in params.items()},
                 {k: torch.zeros_like(p) for k, p in params.items()})
 
-    def step(self, state: State, grads: Params, t: int) -> State:
-        params, (m, v) = adam_update(state.params, grads, AdamState(*state.buffers), t,
-                                     lr=self.lr, betas=self.betas, eps=self.eps)
-        return State(params, (m, v))
+    # The algebra below runs graph-free on every step of the forward and reverse passes, in float64 by
+    # default, so it uses in-place multi-tensor (_foreach) kernels: fewer passes over memory, no allocations.
 
-    def _den(self, v: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s = torch.sqrt(v.clamp_min(0) / (1.0 - self.betas[1] ** t))
-        return s, s + self.eps
+    def step(self, state: State, grads: Params, t: int) -> State:
+        beta1, beta2 = self.betas
+        bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
+        names = list(state.params)
+        p, m, v = ([d[k] for k in names] for d in (state.params, *state.buffers))
+        g = [grads[k] for k in names]
+        torch._foreach_lerp_(m, g, 1.0 - beta1)  # m = β1 m + (1-β1) g
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
+        den = torch._foreach_div(v, bc2)
+        torch._foreach_sqrt_(den)
+        torch._foreach_add_(den, self.eps)
+        torch._foreach_addcdiv_(p, m, den, value=-self.lr / bc1)
+        return state
+
+    def _den(self, v: list[torch.Tensor], t: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``s = sqrt(v / bc2)`` and ``den = s + eps`` (v clamped at 0 against reconstruction noise)."""
+        s = torch._foreach_clamp_min(v, 0.0)
+        torch._foreach_div_(s, 1.0 - self.betas[1] ** t)
+        torch._foreach_sqrt_(s)
+        return s, torch._foreach_add(s, self.eps)
 
     def undo_params(self, state: State, t: int) -> Params:
-        m, v = state.buffers
+        names = list(state.params)
+        m, v = ([d[k] for k in names] for d in state.buffers)
+        _, den = self._den(v, t)
         bc1 = 1.0 - self.betas[0] ** t
-        return {k: p + self.lr * (m[k] / bc1) / self._den(v[k], t)[1] for k, p in state.params.items()}
+        prev = torch._foreach_addcdiv([state.params[k] for k in names], m, den, value=self.lr / bc1)
+        return dict(zip(names, prev))
 
     def undo_buffers(self, buffers: tuple[Params, ...], grads: Params, t: int) -> tuple[Params, ...]:
         beta1, beta2 = self.betas
-        m, v = buffers
-        for k, g in grads.items():
-            m[k].sub_(g, alpha=1.0 - beta1).div_(beta1)
-            # Rounding noise in a gradient that is truly zero can push v below 0; sqrt would then be NaN.
-            v[k].addcmul_(g, g, value=-(1.0 - beta2)).div_(beta2).clamp_(min=0.0)
-        return m, v
+        names = list(grads)
+        m, v = ([d[k] for k in names] for d in buffers)
+        g = [grads[k] for k in names]
+        torch._foreach_add_(m, g, alpha=-(1.0 - beta1))
+        torch._foreach_div_(m, beta1)
+        torch._foreach_addcmul_(v, g, g, value=-(1.0 - beta2))
+        torch._foreach_div_(v, beta2)
+        # Rounding noise in a gradient that is truly zero can push v below 0; sqrt would then be NaN.
+        torch._foreach_clamp_min_(v, 0.0)
+        return buffers
 
     def backprop(self, adj: _Adjoint, state: State, grads: Params, t: int) -> Params:
         beta1, beta2 = self.betas
         bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
-        m, v = state.buffers
-        dm, dv = adj.buffers
-        dg = {}
-        for k, d_theta in adj.params.items():
-            s, den = self._den(v[k], t)
-            dm[k].addcdiv_(d_theta, den, value=-self.lr / bc1)
-            # ∂θ_t/∂v_t; 0 where s = 0 (there m = 0 too, so the update does not depend on v).
-            coef = torch.where(s > 0, self.lr * (m[k] / bc1) / (den * den * 2.0 * s.clamp_min(1e-300) * bc2),
-                               torch.zeros_like(s))
-            dv[k].addcmul_(coef, d_theta)
-            dg[k] = (1.0 - beta1) * dm[k] + 2.0 * (1.0 - beta2) * grads[k] * dv[k]
-            dm[k].mul_(beta1)
-            dv[k].mul_(beta2)
-        return dg
+        names = list(adj.params)
+        d_theta = [adj.params[k] for k in names]
+        m, v = ([d[k] for k in names] for d in state.buffers)
+        dm, dv = ([d[k] for k in names] for d in adj.buffers)
+        g = [grads[k] for k in names]
+        s, den = self._den(v, t)
+        # ∂θ_t/∂m_t · dθ = -α / (bc1 · den) · dθ
+        torch._foreach_addcdiv_(dm, d_theta, den, value=-self.lr / bc1)
+        # ∂θ_t/∂v_t · dθ = α (m/bc1) / (den² · 2 s · bc2) · dθ, taken as 0 where s = 0 (there m = 0 too).
+        torch._foreach_mul_(den, den)
+        torch._foreach_mul_(den, s)
+        coef = torch._foreach_mul(m, d_theta)
+        torch._foreach_div_(coef, den)
+        for c, sk in zip(coef, s):
+            c.masked_fill_(sk == 0, 0.0)
+        torch._foreach_add_(dv, coef, alpha=self.lr / (2.0 * bc1 * bc2))
+        # dg = (1-β1) dm + 2 (1-β2) g dv
+        dg = torch._foreach_mul(g, dv)
+        torch._foreach_mul_(dg, 2.0 * (1.0 - beta2))
+        torch._foreach_add_(dg, dm, alpha=1.0 - beta1)
+        torch._foreach_mul_(dm, beta1)
+        torch._foreach_mul_(dv, beta2)
+        return dict(zip(names, dg))

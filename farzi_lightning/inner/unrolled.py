@@ -6,6 +6,8 @@ parameters passed in.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor
 
@@ -23,6 +25,7 @@ class _Unrolled(InnerOptimizer):
     def _meta_gradient(
         self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...]
     ) -> MetaGradient:
+        started = time.perf_counter()
         theta = {k: p.clone().requires_grad_(True) for k, p in params.items()}
         state = self._init(theta)
         losses = []
@@ -33,11 +36,14 @@ class _Unrolled(InnerOptimizer):
             theta, state = self._update(theta, grads, state, t)
             losses.append(loss.detach())
         outer = call_loss(outer_loss, "outer_loss", theta)
+        reverse_started = time.perf_counter()
         grads = torch.autograd.grad(outer, hyper, allow_unused=True)
         check_used(grads, hyper)
         return MetaGradient(grads=tuple(grads), outer_loss=outer.detach(),
                             params={k: v.detach() for k, v in theta.items()}, drift=0.0,
-                            inner_loss=torch.stack(losses).mean())
+                            inner_loss=torch.stack(losses).mean(),
+                            seconds={"forward": reverse_started - started,
+                                     "reverse": time.perf_counter() - reverse_started})
 
 
 class UnrolledAdam(_Unrolled):
