@@ -1,8 +1,9 @@
 """Learners: plain ``nn.Module``s reading hard ids ``(B, L)`` or soft tokens ``(B, L, V)``; all support double
 backward (plain-math attention, no cuDNN RNN under soft input) so the inner optimisers can reverse them."""
 
+from .base import Learner, build_learner
 from .rnn import RNNLM
 from .sasrec import SASRec
 from .transformer import TransformerLM
 
-__all__ = ["RNNLM", "SASRec", "TransformerLM"]
+__all__ = ["Learner", "RNNLM", "SASRec", "TransformerLM", "build_learner"]

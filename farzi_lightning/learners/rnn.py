@@ -7,10 +7,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .base import Learner
 from .embedding import SoftEmbedding
 
 
-class RNNLM(nn.Module):
+class RNNLM(Learner):
     """Embedding → multi-layer LSTM or GRU → linear head over the vocabulary.
 
     Args:

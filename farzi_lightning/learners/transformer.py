@@ -6,10 +6,11 @@ import torch
 from torch import Tensor, nn
 
 from .attention import Block
+from .base import Learner
 from .embedding import SoftEmbedding, is_padding
 
 
-class TransformerLM(nn.Module):
+class TransformerLM(Learner):
     """GPT-style causal LM: token + learned position embeddings, pre-norm blocks, tied output head.
 
     Args:

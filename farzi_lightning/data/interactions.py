@@ -1,0 +1,179 @@
+"""User–item interaction logs (MovieLens 100K ``u.data`` or any CSV/TSV): leave-last-out split, datamodule.
+
+Protocol (DESIGN §2): per user, interactions sorted by (timestamp, file order); the last item is the test
+target, the second last the validation target, the rest is training history.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from .locate import resolve
+from .windows import IGNORE_INDEX, fingerprint, left_pad
+
+
+@dataclass(frozen=True)
+class Split:
+    """Leave-last-out split with contiguous ids: items 1..num_items (0 is padding), users 0..n-1."""
+
+    train: list[list[int]]  # per user, training items in order
+    valid: list[int]  # per user, the validation item
+    test: list[int]  # per user, the test item
+    num_items: int
+    item_ids: list[str]  # original id of item i is item_ids[i - 1]
+    user_ids: list[str]
+
+
+def _timestamp(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return datetime.fromisoformat(text).timestamp()
+
+
+def read_interactions(path: Path, *, delimiter: str = "\t", header: bool = False, user_col: int = 0,
+                      item_col: int = 1, timestamp_col: int = 3) -> list[tuple[str, str, float, int]]:
+    """``(user, item, timestamp, line number)`` rows; malformed input raises naming ``file:line``.
+
+    Ids must be integers (as in MovieLens); timestamps are numbers or ISO-8601 dates.
+    """
+    rows = []
+    need = max(user_col, item_col, timestamp_col) + 1
+    with open(path, newline="", encoding="utf-8") as f:
+        for n, fields in enumerate(csv.reader(f, delimiter=delimiter), 1):
+            if header and n == 1:
+                continue
+            if not fields or all(not x.strip() for x in fields):
+                continue
+            if len(fields) < need:
+                raise ValueError(f"{path}:{n}: expected at least {need} columns separated by {delimiter!r} "
+                                 f"(user in {user_col}, item in {item_col}, timestamp in {timestamp_col}), "
+                                 f"got {len(fields)}: {delimiter.join(fields)!r}")
+            user, item, ts = fields[user_col].strip(), fields[item_col].strip(), fields[timestamp_col].strip()
+            for what, value, col in (("user", user, user_col), ("item", item, item_col)):
+                if not value.lstrip("-").isdigit():
+                    raise ValueError(f"{path}:{n}: {what} id {value!r} in column {col} is not an integer")
+            try:
+                stamp = _timestamp(ts)
+            except ValueError:
+                raise ValueError(f"{path}:{n}: timestamp {ts!r} in column {timestamp_col} is neither a number nor an "
+                                 "ISO-8601 date") from None
+            rows.append((user, item, stamp, n))
+    if not rows:
+        raise ValueError(f"{path}: no interactions found (the file is empty{' but for its header' if header else ''})")
+    return rows
+
+
+def leave_last_out(rows: list[tuple[str, str, float, int]], min_interactions: int = 3,
+                   path: Path | str = "<interactions>") -> Split:
+    """Per user: sort by (timestamp, file order), hold out the last two; drop users below ``min_interactions``."""
+    if min_interactions < 3:
+        raise ValueError(f"min_interactions must be at least 3 (one training, one validation, one test item), "
+                         f"got {min_interactions}")
+    by_user: dict[str, list[tuple[float, int, str]]] = {}
+    for user, item, stamp, line in rows:
+        by_user.setdefault(user, []).append((stamp, line, item))
+    kept = {u: [item for _, _, item in sorted(events)] for u, events in by_user.items()
+            if len(events) >= min_interactions}
+    if not kept:
+        raise ValueError(f"{path}: no user has at least min_interactions={min_interactions} interactions "
+                         f"({len(by_user)} users in the file)")
+    users = sorted(kept, key=int)
+    item_ids = sorted({i for u in users for i in kept[u]}, key=int)
+    index = {item: n + 1 for n, item in enumerate(item_ids)}
+    seqs = [[index[i] for i in kept[u]] for u in users]
+    return Split(train=[s[:-2] for s in seqs], valid=[s[-2] for s in seqs], test=[s[-1] for s in seqs],
+                 num_items=len(item_ids), item_ids=item_ids, user_ids=users)
+
+
+class InteractionDataModule(pl.LightningDataModule):
+    """Sequential recommendation on an interaction log, leave-last-out, full-ranking evaluation.
+
+    Training batches are ``(history, next items)``: each user's training sequence (last ``seq_len + 1``
+    items, left-padded with 0) shifted by one; targets at padded input positions are ignored. Validation and test batches are
+    ``(history, target, seen)``: the last ``seq_len`` items before the held-out one, the held-out item, and a
+    ``(B, num_items + 1)`` mask of items the user has already interacted with.
+
+    Example: ``farzi fit --config configs/ml100k_pretrain.yaml``.
+
+    Args:
+        data_dir: folder holding the file; None: ``$FARZI_DATA_DIR/<name>``.
+        name: data set name (sub-folder of ``$FARZI_DATA_DIR``; ``ml-100k`` can be downloaded).
+        file: interaction file inside the folder.
+        delimiter: column separator (``"\\t"`` for u.data, ``","`` for CSV).
+        header: the first line is a header.
+        user_col: 0-based column of the user id.
+        item_col: 0-based column of the item id.
+        timestamp_col: 0-based column of the timestamp (number or ISO-8601 date).
+        min_interactions: users with fewer interactions are dropped (at least 3).
+        seq_len: longest history fed to the model (the name is shared with the text datamodule).
+        batch_size: users per batch.
+        num_workers: DataLoader worker processes.
+        download: fetch the canonical files when they are absent and a network is there.
+        verify: check md5 sums of known files.
+    """
+
+    def __init__(self, data_dir: str | None = None, name: str = "ml-100k", file: str = "u.data",
+                 delimiter: str = "\t", header: bool = False, user_col: int = 0, item_col: int = 1,
+                 timestamp_col: int = 3, min_interactions: int = 3, seq_len: int = 50, batch_size: int = 128,
+                 num_workers: int = 0, download: bool = True, verify: bool = True) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        root = resolve(name, data_dir, [file], download=download, check=verify)
+        path = root / file
+        rows = read_interactions(path, delimiter=delimiter, header=header, user_col=user_col, item_col=item_col,
+                                 timestamp_col=timestamp_col)
+        self.split = leave_last_out(rows, min_interactions, path)
+        self.seq_len, self.batch_size, self.num_workers = seq_len, batch_size, num_workers
+        flat = torch.tensor([i for s in self.split.train for i in s] + self.split.valid + self.split.test)
+        self.fingerprint = fingerprint(flat, self.vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        """Item ids 0..num_items, 0 being padding."""
+        return self.split.num_items + 1
+
+    @property
+    def num_items(self) -> int:
+        return self.split.num_items
+
+    def decode(self, ids: Tensor) -> str:
+        return " ".join(self.split.item_ids[int(i) - 1] for i in ids if int(i) > 0)
+
+    def real_sequences(self, split: str = "train") -> Tensor:
+        """Each user's training sequence, last ``seq_len + 1`` items, left-padded: ``(users, seq_len + 1)``."""
+        return torch.stack([left_pad(s, self.seq_len + 1) for s in self.split.train])
+
+    def _train_dataset(self) -> TensorDataset:
+        seqs = self.real_sequences()
+        x, y = seqs[:, :-1], seqs[:, 1:].clone()
+        y[x == 0] = IGNORE_INDEX  # as in SASRec: no prediction from a padding-only position
+        keep = (y != IGNORE_INDEX).any(dim=1)
+        return TensorDataset(x[keep], y[keep])
+
+    def _eval_dataset(self, split: str) -> TensorDataset:
+        s = self.split
+        history = s.train if split == "valid" else [t + [v] for t, v in zip(s.train, s.valid)]
+        target = s.valid if split == "valid" else s.test
+        x = torch.stack([left_pad(h, self.seq_len) for h in history])
+        seen = torch.zeros(len(history), self.vocab_size, dtype=torch.bool)
+        for u, h in enumerate(history):
+            seen[u, h] = True
+        return TensorDataset(x, torch.tensor(target), seen)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self._train_dataset(), batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._eval_dataset("valid"), batch_size=self.batch_size, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self._eval_dataset("test"), batch_size=self.batch_size, num_workers=self.num_workers)

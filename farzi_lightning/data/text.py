@@ -1,0 +1,165 @@
+"""Word-level text corpora (PTB or any ``train/valid/test`` text files): vocabulary, windows, datamodule."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .locate import resolve
+from .windows import IGNORE_INDEX, fingerprint
+
+EOS, UNK = "<eos>", "<unk>"
+SPLITS = ("train", "valid", "test")
+
+
+def split_files(root: Path) -> dict[str, Path]:
+    """``ptb.{split}.txt`` when present, else ``{split}.txt``."""
+    found = {}
+    for split in SPLITS:
+        for name in (f"ptb.{split}.txt", f"{split}.txt"):
+            if (root / name).is_file():
+                found[split] = root / name
+                break
+    return found
+
+
+def read_words(path: Path) -> list[list[str]]:
+    """Lines of whitespace-separated words; errors name the file."""
+    lines = [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
+    if not any(lines):
+        raise ValueError(f"{path}: the file is empty (expected whitespace-separated words, one sentence a line)")
+    return lines
+
+
+class Vocabulary:
+    """Token ↔ id built from the training split: ``<eos>`` first, then words by decreasing frequency.
+
+    Args:
+        lines: training lines (lists of words).
+        max_vocab: keep at most this many entries (``<unk>`` included); rarer words map to ``<unk>``.
+    """
+
+    def __init__(self, lines: list[list[str]], max_vocab: int | None = None) -> None:
+        counts = Counter(w for line in lines for w in line)
+        words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in (EOS, UNK)]
+        specials = [EOS] + ([UNK] if UNK in counts or (max_vocab is not None and len(words) + 1 > max_vocab) else [])
+        if max_vocab is not None:
+            words = words[: max(0, max_vocab - len(specials))]
+        self.itos = specials + words
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, lines: list[list[str]], path: Path) -> Tensor:
+        """One id stream with ``<eos>`` after every line; unknown words → ``<unk>`` (error if there is none)."""
+        unk = self.stoi.get(UNK)
+        ids = []
+        for n, line in enumerate(lines, 1):
+            for w in line:
+                i = self.stoi.get(w, unk)
+                if i is None:
+                    raise ValueError(f"{path}:{n}: word {w!r} is not in the training vocabulary and the vocabulary "
+                                     "has no <unk>; set max_vocab or map rare words to <unk>")
+                ids.append(i)
+            ids.append(self.stoi[EOS])
+        return torch.tensor(ids, dtype=torch.long)
+
+    def decode(self, ids: Tensor) -> list[str]:
+        return [self.itos[int(i)] for i in ids]
+
+
+class StreamWindows(Dataset):
+    """A token stream cut into consecutive windows: ``(input, target)`` of length ``seq_len`` each.
+
+    Every token after the first is predicted exactly once; the last window is padded, its padding targets
+    are ``IGNORE_INDEX``, so summed losses cover the whole split.
+    """
+
+    def __init__(self, stream: Tensor, seq_len: int) -> None:
+        self.stream, self.seq_len = stream, seq_len
+        self.n = max(1, -(-(len(stream) - 1) // seq_len))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        chunk = self.stream[i * self.seq_len: (i + 1) * self.seq_len + 1]
+        x = torch.zeros(self.seq_len, dtype=torch.long)
+        y = torch.full((self.seq_len,), IGNORE_INDEX, dtype=torch.long)
+        x[: len(chunk) - 1], y[: len(chunk) - 1] = chunk[:-1], chunk[1:]
+        return x, y
+
+
+class TextDataModule(pl.LightningDataModule):
+    """Word-level language modelling on a folder of ``train/valid/test`` text files (PTB recognised by name).
+
+    Example: ``farzi fit --config configs/ptb_pretrain.yaml``.
+
+    Args:
+        data_dir: folder with the split files; None: ``$FARZI_DATA_DIR/<name>``.
+        name: data set name (sub-folder of ``$FARZI_DATA_DIR``, and what to download: ``ptb``).
+        seq_len: tokens per training window (and per evaluation window).
+        batch_size: windows per batch.
+        max_vocab: cap on the vocabulary (rarer words become ``<unk>``); None keeps every training word.
+        num_workers: DataLoader worker processes.
+        download: fetch the canonical files when they are absent and a network is there.
+        verify: check md5 sums of known files.
+    """
+
+    def __init__(self, data_dir: str | None = None, name: str = "ptb", seq_len: int = 35, batch_size: int = 20,
+                 max_vocab: int | None = None, num_workers: int = 0, download: bool = True,
+                 verify: bool = True) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if seq_len < 2:
+            raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+        self.data_dir, self.name, self.seq_len, self.batch_size = data_dir, name, seq_len, batch_size
+        self.num_workers = num_workers
+        required = [f"ptb.{s}.txt" for s in SPLITS] if name == "ptb" else []
+        root = resolve(name, data_dir, required, download=download, check=verify)
+        files = split_files(root)
+        if set(files) != set(SPLITS):
+            raise FileNotFoundError(f"{root}: expected train, valid and test files (ptb.<split>.txt or <split>.txt), "
+                                    f"found {sorted(files) or 'none'}")
+        lines = {s: read_words(p) for s, p in files.items()}
+        self.vocab = Vocabulary(lines["train"], max_vocab)
+        self.streams = {s: self.vocab.encode(lines[s], files[s]) for s in SPLITS}
+        self.fingerprint = fingerprint(self.streams["train"], len(self.vocab))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def max_len(self) -> int:
+        return self.seq_len
+
+    def decode(self, ids: Tensor) -> str:
+        return " ".join(self.vocab.decode(ids))
+
+    def real_sequences(self, split: str = "train") -> Tensor:
+        """All training windows as hard ids ``(N, seq_len + 1)`` (used to initialise and sample summaries)."""
+        stream = self.streams[split]
+        n = (len(stream) - 1) // self.seq_len
+        return torch.stack([stream[i * self.seq_len: (i + 1) * self.seq_len + 1] for i in range(n)])
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(StreamWindows(self.streams[split], self.seq_len), batch_size=self.batch_size,
+                          shuffle=shuffle, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

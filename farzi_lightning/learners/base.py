@@ -1,0 +1,42 @@
+"""What every learner shares: it remembers the arguments it was built with, so it can be rebuilt."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from typing import Any
+
+from torch import nn
+
+
+class Learner(nn.Module):
+    """Base class of the learners: ``config()`` gives ``{"class_path", "init_args"}`` to rebuild it.
+
+    Trajectory banks store this next to the weights, so a bank says which model its checkpoints belong to.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def recording_init(self, *args: Any, **kw: Any) -> None:
+            if "_init_args" not in self.__dict__:  # the outermost __init__ (a subclass's) wins
+                bound = inspect.signature(init).bind(self, *args, **kw)
+                bound.apply_defaults()
+                object.__setattr__(self, "_init_args", {k: v for k, v in list(bound.arguments.items())[1:]})
+                object.__setattr__(self, "_init_class", type(self))
+            init(self, *args, **kw)
+
+        cls.__init__ = recording_init
+
+    def config(self) -> dict[str, Any]:
+        cls = self.__dict__["_init_class"]
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(self.__dict__["_init_args"])}
+
+
+def build_learner(config: dict[str, Any]) -> nn.Module:
+    """Instantiate ``{"class_path": "pkg.mod.Class", "init_args": {...}}``."""
+    module, _, name = config["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(**config.get("init_args", {}))

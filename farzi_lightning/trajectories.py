@@ -1,0 +1,123 @@
+"""``TrajectoryBank``: learner checkpoints saved while training on real data, sampled as inner-loop start points.
+
+Layout of a bank directory (written by ``farzi_lightning.callbacks.TrajectoryCheckpoint``)::
+
+    bank/manifest.json            {"fingerprint", "vocab_size", "learner": {class_path, init_args}, "entries": [...]}
+    bank/<run>/step-000100.pt     the learner's state_dict at that step
+
+Each entry: ``{"run", "step", "max_step", "file", "metrics"}``; ``max_step`` is filled in when the run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+MANIFEST = "manifest.json"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder and rename it: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a trajectory bank (make one with a pretrain config, e.g. "
+                                "`farzi fit --config configs/ml100k_pretrain.yaml`)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    atomic_write(root / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+
+
+class TrajectoryBank:
+    """Loads a bank and samples start points θ0 from it.
+
+    Args:
+        path: the bank directory.
+        fingerprint: the current data's fingerprint; a bank made on other data is refused (None: unchecked).
+        vocab_size: the current vocabulary / item-id count; a mismatch is refused (None: unchecked).
+        min_fraction: sample only checkpoints at or after this fraction of their run's steps.
+        max_fraction: ... and at or before this fraction (e.g. 0.3: the first 30% of training).
+        include_init: whether step-0 checkpoints (the random initialisations) may be sampled.
+    """
+
+    def __init__(self, path: str | os.PathLike, fingerprint: str | None = None, vocab_size: int | None = None,
+                 min_fraction: float = 0.0, max_fraction: float = 1.0, include_init: bool = True) -> None:
+        self.root = Path(path)
+        self.manifest = read_manifest(self.root)
+        where = self.root / MANIFEST
+        if vocab_size is not None and self.manifest.get("vocab_size") != vocab_size:
+            raise ValueError(f"{where}: the bank was trained with vocab_size={self.manifest.get('vocab_size')}, but "
+                             f"the current data has vocab_size={vocab_size}; make a bank on this data")
+        if fingerprint is not None and self.manifest.get("fingerprint") != fingerprint:
+            raise ValueError(f"{where}: the bank was made on data with fingerprint "
+                             f"{self.manifest.get('fingerprint')}, the current data's is {fingerprint} (different "
+                             "data or preprocessing); make a bank on this data")
+        if not 0.0 <= min_fraction <= max_fraction <= 1.0:
+            raise ValueError(f"need 0 <= min_fraction <= max_fraction <= 1, got {min_fraction}, {max_fraction}")
+        self.entries = [e for e in self.manifest.get("entries", []) if self._selected(e, min_fraction, max_fraction,
+                                                                                       include_init)]
+        if not self.entries:
+            raise ValueError(f"{where}: no checkpoint in the bank falls within min_fraction={min_fraction}, "
+                             f"max_fraction={max_fraction}, include_init={include_init} "
+                             f"({len(self.manifest.get('entries', []))} checkpoints in all)")
+
+    @staticmethod
+    def _selected(entry: dict[str, Any], lo: float, hi: float, include_init: bool) -> bool:
+        if entry["step"] == 0:
+            return include_init
+        fraction = entry["step"] / max(entry.get("max_step") or entry["step"], 1)
+        return lo <= fraction <= hi
+
+    @property
+    def learner_config(self) -> dict[str, Any]:
+        return self.manifest["learner"]
+
+    @property
+    def runs(self) -> list[str]:
+        return sorted({e["run"] for e in self.entries})
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def load(self, index: int, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
+        entry = self.entries[index]
+        return torch.load(self.root / entry["file"], map_location=map_location, weights_only=True)
+
+    def sample(self, generator: torch.Generator | None = None, map_location: str | torch.device = "cpu"
+               ) -> dict[str, Tensor]:
+        """A uniformly drawn checkpoint's parameters."""
+        index = int(torch.randint(len(self.entries), (1,), generator=generator))
+        return self.load(index, map_location)
+
+    def check_compatible(self, learner: nn.Module) -> None:
+        """Raise unless the bank's parameters have the names and shapes of ``learner``'s."""
+        have = {k: tuple(v.shape) for k, v in self.load(0).items()}
+        want = {k: tuple(v.shape) for k, v in learner.state_dict().items()}
+        if have != want:
+            diff = sorted(set(have.items()) ^ set(want.items()))[:4]
+            raise ValueError(f"{self.root / MANIFEST}: its checkpoints do not fit the learner (first differences, "
+                             f"name and shape: {diff}); the bank was made with {self.learner_config}")

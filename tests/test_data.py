@@ -1,0 +1,142 @@
+"""Datamodules: leave-last-out split, text windows, data location and every malformed-input error."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from farzi_lightning.data import IGNORE_INDEX, InteractionDataModule, TextDataModule, Vocabulary
+from farzi_lightning.data.interactions import leave_last_out, read_interactions
+from farzi_lightning.data.text import StreamWindows
+
+# user, item, rating, timestamp. User 7: a tie at t=5 (file order decides: 30 then 31); user 9: too short.
+HAND_MADE = """7\t10\t5\t1
+8\t20\t3\t4
+7\t31\t4\t9
+7\t30\t4\t5
+7\t31\t1\t5
+8\t21\t2\t2
+9\t10\t1\t1
+8\t22\t5\t3
+9\t11\t1\t2
+8\t10\t4\t1
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "log.tsv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_leave_last_out_with_ties_and_short_users(tmp_path):
+    rows = read_interactions(write(tmp_path, HAND_MADE))
+    split = leave_last_out(rows, min_interactions=3)
+    assert split.user_ids == ["7", "8"]  # user 9 has 2 interactions: dropped
+    assert split.item_ids == ["10", "20", "21", "22", "30", "31"]  # remapped to 1..6 in id order
+    original = lambda ids: [split.item_ids[i - 1] for i in ids]  # noqa: E731
+    # user 7 by (timestamp, file order): 10@1, 30@5 (line 4), 31@5 (line 5), 31@9
+    assert original(split.train[0]) == ["10", "30"] and original([split.valid[0], split.test[0]]) == ["31", "31"]
+    # user 8: 10@1, 21@2, 22@3, 20@4
+    assert original(split.train[1]) == ["10", "21"] and original([split.valid[1], split.test[1]]) == ["22", "20"]
+
+
+def test_other_column_orders_csv_with_header_and_iso_dates(tmp_path):
+    text = "timestamp,item,user\n2024-01-03,5,1\n2024-01-01,6,1\n2024-01-02,7,1\n"
+    rows = read_interactions(write(tmp_path, text, "log.csv"), delimiter=",", header=True, user_col=2,
+                             item_col=1, timestamp_col=0)
+    split = leave_last_out(rows)
+    assert [split.item_ids[i - 1] for i in split.train[0]] == ["6"]
+    assert split.item_ids[split.valid[0] - 1] == "7" and split.item_ids[split.test[0] - 1] == "5"
+
+
+@pytest.mark.parametrize("text, kwargs, match", [
+    ("1\t2\t3\t4\n1\t2\n", {}, r"log.tsv:2: expected at least 4 columns"),
+    ("1\tx7\t3\t4\n", {}, r"log.tsv:1: item id 'x7' in column 1 is not an integer"),
+    ("u1\t7\t3\t4\n", {}, r"log.tsv:1: user id 'u1' in column 0 is not an integer"),
+    ("1\t7\t3\tyesterday\n", {}, r"log.tsv:1: timestamp 'yesterday' in column 3"),
+    ("", {}, r"log.tsv: no interactions found \(the file is empty"),
+    ("user\titem\tr\tt\n", {"header": True}, r"but for its header"),
+])
+def test_malformed_interactions_name_file_and_line(tmp_path, text, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        read_interactions(write(tmp_path, text), **kwargs)
+
+
+def test_split_with_no_users(tmp_path):
+    rows = read_interactions(write(tmp_path, "1\t2\t3\t4\n1\t3\t3\t5\n"))
+    with pytest.raises(ValueError, match=r"log.tsv: no user has at least min_interactions=3"):
+        leave_last_out(rows, 3, tmp_path / "log.tsv")
+
+
+def test_interaction_datamodule_batches(tmp_path):
+    write(tmp_path, HAND_MADE, "u.data")
+    dm = InteractionDataModule(data_dir=str(tmp_path), seq_len=4, batch_size=8, download=False, verify=False)
+    assert dm.vocab_size == 7 and dm.num_items == 6
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (2, 4) and y.shape == (2, 4)
+    # user 7's training items [10, 30] → ids [1, 5]: input (0, 0, 0, 1), next items (-, -, -, 5)
+    row = [r for r in range(2) if x[r, -1] == 1 and y[r, -1] == 5]
+    assert row and y[row[0], :3].eq(IGNORE_INDEX).all()
+    history, target, seen = next(iter(dm.test_dataloader()))
+    assert history[0].tolist() == [0, 1, 5, 6] and int(target[0]) == 6  # test history = train + valid
+    assert seen[0].nonzero().flatten().tolist() == [1, 5, 6]
+
+
+def test_missing_data_names_path_and_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("FARZI_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/ml-100k.*FARZI_DATA_DIR"):
+        InteractionDataModule(download=False)
+    with pytest.raises(FileNotFoundError, match=r"ptb.train.txt.*not found in .*data_dir"):
+        TextDataModule(data_dir=str(tmp_path / "nowhere"), download=False)
+
+
+def test_vocabulary_and_windows_cover_every_token():
+    lines = [["a", "b", "a"], ["c", "a"]]
+    vocab = Vocabulary(lines)
+    assert vocab.itos == ["<eos>", "a", "b", "c"]
+    stream = vocab.encode(lines, Path("train.txt"))
+    assert vocab.decode(stream) == ["a", "b", "a", "<eos>", "c", "a", "<eos>"]
+    windows = StreamWindows(stream, seq_len=3)
+    targets = torch.cat([y for _, y in windows])
+    assert targets[targets != IGNORE_INDEX].tolist() == stream[1:].tolist()  # each next token exactly once
+    capped = Vocabulary(lines, max_vocab=3)
+    assert capped.itos == ["<eos>", "<unk>", "a"] and capped.decode(capped.encode([["c"]], Path("x"))) == ["<unk>", "<eos>"]
+    with pytest.raises(ValueError, match=r"valid.txt:2: word 'zzz' is not in the training vocabulary"):
+        vocab.encode([["a"], ["zzz"]], Path("valid.txt"))
+
+
+def test_text_errors(tmp_path):
+    for split in ("train", "valid", "test"):
+        write(tmp_path, "a b\n", f"{split}.txt")
+    (tmp_path / "valid.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"valid.txt: the file is empty"):
+        TextDataModule(data_dir=str(tmp_path), name="corpus", download=False)
+    (tmp_path / "test.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="expected train, valid and test files"):
+        TextDataModule(data_dir=str(tmp_path), name="corpus", download=False)
+
+
+def test_ptb_real_data(data_dir):
+    dm = TextDataModule(data_dir=str(data_dir / "ptb"), seq_len=35, download=False)
+    assert dm.vocab_size == 10_000
+    assert [len(dm.streams[s]) for s in ("train", "valid", "test")] == [929_589, 73_760, 82_430]  # SOURCE.md
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (20, 35) and dm.decode(x[0, :3]) == "no it was"
+
+
+def test_ml100k_real_data(data_dir):
+    dm = InteractionDataModule(data_dir=str(data_dir / "ml-100k"), download=False)
+    assert len(dm.split.user_ids) == 943 and dm.num_items == 1682
+    assert sum(len(t) for t in dm.split.train) == 100_000 - 2 * 943
+
+
+def test_modified_known_file_fails_md5(tmp_path, data_dir):
+    shutil.copy(data_dir / "ml-100k" / "u.data", tmp_path / "u.data")
+    with open(tmp_path / "u.data", "a") as f:
+        f.write("1\t1\t1\t1\n")
+    with pytest.raises(ValueError, match=r"u.data: md5 .* differs from the canonical"):
+        InteractionDataModule(data_dir=str(tmp_path), download=False)
