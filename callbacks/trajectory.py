@@ -76,6 +76,18 @@ class TrajectoryCheckpoint(Callback):
         if trainer.global_step % self._every == 0:
             self._save(trainer, pl_module)
 
+    @rank_zero_only
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Validation that runs right after a save describes those very weights: attach its metrics.
+        entries = getattr(self, "_manifest", {}).get("entries", [])
+        if not trainer.sanity_checking and entries and entries[-1]["step"] == trainer.global_step:
+            entries[-1]["metrics"] = self._metrics(trainer)
+            write_manifest(self.root(trainer), self._manifest)
+
+    @staticmethod
+    def _metrics(trainer: Trainer) -> dict[str, float]:
+        return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._save(trainer, pl_module)
         self._finish(trainer)
@@ -98,7 +110,6 @@ class TrajectoryCheckpoint(Callback):
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write(self.root(trainer) / rel, lambda f: f.write(buffer.getvalue()))
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self._manifest["entries"].append({"run": self.run(), "step": step, "max_step": None, "file": rel,
-                                          "metrics": metrics})
+                                          "metrics": self._metrics(trainer)})
         write_manifest(self.root(trainer), self._manifest)

@@ -1,0 +1,81 @@
+"""Trajectory bank: written by TrajectoryCheckpoint during a real fit, loaded, sampled, and guarded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cli_utils import ROOT, run
+from farzi_lightning import TrajectoryBank
+from farzi_lightning.learners import SASRec
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory, data_dir):
+    """Two tiny SASRec runs (seeds 0 and 1) on ML-100k in one bank."""
+    root = tmp_path_factory.mktemp("bank")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FARZI_DATA_DIR", str(data_dir))
+    mp.chdir(root)
+    try:
+        clis = [run("fit", f"--seed_everything={seed}", "--trainer.max_steps=8", "--trainer.limit_train_batches=8",
+                    config=ROOT / "configs" / "ml100k_pretrain.yaml") for seed in (0, 1)]
+    finally:
+        mp.undo()
+    return root / "runs" / "banks" / "ml100k_sasrec", clis[0]
+
+
+def test_manifest_records_runs_steps_metrics_and_data(bank):
+    path, cli = bank
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["fingerprint"] == cli.datamodule.fingerprint and manifest["vocab_size"] == 1683
+    assert manifest["learner"]["class_path"].endswith("SASRec")
+    runs = {e["run"] for e in manifest["entries"]}
+    assert runs == {"seed-0", "seed-1"}
+    steps = sorted(e["step"] for e in manifest["entries"] if e["run"] == "seed-0")
+    assert steps[0] == 0 and steps[-1] == 8 and len(steps) >= 3
+    assert all(e["max_step"] == 8 for e in manifest["entries"])
+    assert any("val/ndcg@10" in e["metrics"] for e in manifest["entries"])
+
+
+def test_load_and_sample_are_the_saved_weights(bank):
+    path, cli = bank
+    bank_ = TrajectoryBank(path, fingerprint=cli.datamodule.fingerprint, vocab_size=cli.datamodule.vocab_size)
+    last = [i for i, e in enumerate(bank_.entries) if e["run"] == "seed-1" and e["step"] == 8][0]
+    final = cli.model.learner.state_dict()  # cli[0] is seed 0: compare with seed-0's last entry instead
+    last0 = [i for i, e in enumerate(bank_.entries) if e["run"] == "seed-0" and e["step"] == 8][0]
+    assert all(torch.equal(bank_.load(last0)[k], final[k]) for k in final)
+    assert not torch.equal(bank_.load(last)["embed.weight"], final["embed.weight"])  # seeds differ
+    g = torch.Generator().manual_seed(0)
+    draws = {id(bank_.sample(g)) for _ in range(3)}
+    assert len(draws) == 3
+    learner = SASRec(1683, d_model=16, n_layers=1, max_len=50)
+    bank_.check_compatible(learner)
+    learner.load_state_dict(bank_.sample(g))
+
+
+def test_fraction_and_init_filters(bank):
+    path, _ = bank
+    early = TrajectoryBank(path, max_fraction=0.3, include_init=False)
+    assert early.entries and all(0 < e["step"] <= 0.3 * 8 for e in early.entries)
+    only_init = TrajectoryBank(path, min_fraction=1.0, max_fraction=1.0, include_init=True)
+    assert {e["step"] for e in only_init.entries} == {0, 8}
+    with pytest.raises(ValueError, match="no checkpoint in the bank falls within"):
+        TrajectoryBank(path, min_fraction=0.01, max_fraction=0.02, include_init=False)
+
+
+def test_mismatches_are_refused(bank, tmp_path):
+    path, cli = bank
+    with pytest.raises(ValueError, match=r"manifest.json: the bank was trained with vocab_size=1683.*10000"):
+        TrajectoryBank(path, vocab_size=10_000)
+    with pytest.raises(ValueError, match=r"fingerprint .* the current data's is deadbeef"):
+        TrajectoryBank(path, fingerprint="deadbeef")
+    with pytest.raises(ValueError, match="do not fit the learner"):
+        TrajectoryBank(path).check_compatible(SASRec(1683, d_model=32, n_layers=1))
+    with pytest.raises(FileNotFoundError, match="not a trajectory bank"):
+        TrajectoryBank(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"entries": [\n oops')
+    with pytest.raises(ValueError, match=r"manifest.json:2: invalid JSON"):
+        TrajectoryBank(tmp_path)
