@@ -24,5 +24,6 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_argv(monkeypatch) -> None:
     torch.manual_seed(0)
+    monkeypatch.setattr("sys.argv", ["farzi"])  # in-process CLI runs get their arguments from args=

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from .locate import resolve
-from .windows import IGNORE_INDEX, fingerprint, left_pad
+from .windows import IGNORE_INDEX, EpochSampler, fingerprint, left_pad
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,9 @@ class InteractionDataModule(pl.LightningDataModule):
     """Sequential recommendation on an interaction log, leave-last-out, full-ranking evaluation.
 
     Training batches are ``(history, next items)``: each user's training sequence (last ``seq_len + 1``
-    items, left-padded with 0) shifted by one; targets at padded input positions are ignored. Validation and test batches are
-    ``(history, target, seen)``: the last ``seq_len`` items before the held-out one, the held-out item, and a
-    ``(B, num_items + 1)`` mask of items the user has already interacted with.
+    items, left-padded with 0) shifted by one; targets at padded input positions are ignored. Validation and
+    test batches are ``(history, target, seen)``: the last ``seq_len`` items before the held-out one, the
+    held-out item, and a ``(B, num_items + 1)`` mask of items the user has already interacted with.
 
     Example: ``farzi fit --config configs/ml100k_pretrain.yaml``.
 
@@ -145,6 +145,10 @@ class InteractionDataModule(pl.LightningDataModule):
     def num_items(self) -> int:
         return self.split.num_items
 
+    def vocabulary(self) -> list[str]:
+        """Name of every id: ``<pad>`` then the original item ids."""
+        return ["<pad>", *self.split.item_ids]
+
     def decode(self, ids: Tensor) -> str:
         return " ".join(self.split.item_ids[int(i) - 1] for i in ids if int(i) > 0)
 
@@ -170,7 +174,9 @@ class InteractionDataModule(pl.LightningDataModule):
         return TensorDataset(x, torch.tensor(target), seen)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self._train_dataset(), batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers)
+        dataset = self._train_dataset()
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset)),
+                          num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self._eval_dataset("valid"), batch_size=self.batch_size, num_workers=self.num_workers)

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .locate import resolve
-from .windows import IGNORE_INDEX, fingerprint
+from .windows import IGNORE_INDEX, EpochSampler, fingerprint
 
 EOS, UNK = "<eos>", "<unk>"
 SPLITS = ("train", "valid", "test")
@@ -142,6 +142,10 @@ class TextDataModule(pl.LightningDataModule):
     def max_len(self) -> int:
         return self.seq_len
 
+    def vocabulary(self) -> list[str]:
+        """Word of every id."""
+        return list(self.vocab.itos)
+
     def decode(self, ids: Tensor) -> str:
         return " ".join(self.vocab.decode(ids))
 
@@ -152,8 +156,9 @@ class TextDataModule(pl.LightningDataModule):
         return torch.stack([stream[i * self.seq_len: (i + 1) * self.seq_len + 1] for i in range(n)])
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(StreamWindows(self.streams[split], self.seq_len), batch_size=self.batch_size,
-                          shuffle=shuffle, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        dataset = StreamWindows(self.streams[split], self.seq_len)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset)) if shuffle else None,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

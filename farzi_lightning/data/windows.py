@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+from torch.utils.data import Sampler
 
 IGNORE_INDEX = -100
 """Target value of positions that carry no label (padding); ``F.cross_entropy``'s default ``ignore_index``."""
@@ -23,3 +26,30 @@ def left_pad(seq: list[int], length: int, pad: int = 0) -> Tensor:
     if seq:
         out[length - len(seq):] = torch.tensor(seq, dtype=torch.long)
     return out
+
+
+class EpochSampler(Sampler[int]):
+    """A random permutation per epoch, drawn from ``(seed, epoch)`` alone.
+
+    Lightning calls ``set_epoch`` at every epoch start, so a run resumed from a checkpoint sees the same
+    batches as an uninterrupted one (``shuffle=True`` draws from the global RNG, which checkpoints omit).
+    The seed defaults to ``PL_GLOBAL_SEED`` (set by ``seed_everything``).
+
+    Args:
+        n: dataset length.
+        seed: base seed (None: ``PL_GLOBAL_SEED`` or 0).
+    """
+
+    def __init__(self, n: int, seed: int | None = None) -> None:
+        self.n, self.epoch = n, 0
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())

@@ -1,0 +1,74 @@
+"""``Summary``: an ``nn.Module`` whose parameters *are* the distilled data: n sequences of L soft tokens."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+Init = Literal["real", "random"]
+
+
+class Summary(nn.Module):
+    """Base class. ``forward(indices) -> (B, L, V)`` probabilities; ``decode() -> (n, L)`` token ids.
+
+    Args:
+        vocab_size: number of tokens V (given by the learner / data, not by configs).
+        num_sequences: n, the number of synthetic sequences.
+        seq_len: L, tokens per sequence (the learner reads the first L-1 and predicts the last L-1).
+        padding_idx: a token the summary never produces (SASRec's item 0); None: none.
+    """
+
+    def __init__(self, vocab_size: int, num_sequences: int, seq_len: int, padding_idx: int | None = None) -> None:
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("num_sequences", num_sequences), ("seq_len", seq_len)):
+            if value < (2 if name == "seq_len" else 1):
+                raise ValueError(f"{name} must be >= {2 if name == 'seq_len' else 1}, got {value}")
+        self.vocab_size, self.num_sequences, self.seq_len = vocab_size, num_sequences, seq_len
+        self.padding_idx = padding_idx
+
+    @property
+    def size_tokens(self) -> int:
+        """n · L synthetic tokens: the summary's size in the units of the data."""
+        return self.num_sequences * self.seq_len
+
+    def logits(self, indices: Tensor | None = None) -> Tensor:
+        """Unnormalised scores ``(B, L, V)`` of the sequences at ``indices`` (None: all)."""
+        raise NotImplementedError
+
+    def forward(self, indices: Tensor | None = None) -> Tensor:
+        logits = self.logits(indices)
+        if self.padding_idx is not None:
+            logits = logits.index_fill(-1, torch.tensor([self.padding_idx], device=logits.device), float("-inf"))
+        return torch.softmax(logits, dim=-1)  # (B, L, V)
+
+    def functional(self, tensors: tuple[Tensor, ...], indices: Tensor | None = None) -> Tensor:
+        """``forward`` evaluated with ``tensors`` in place of ``parameters()`` (what the inner loss differentiates)."""
+        names = [n for n, _ in self.named_parameters()]
+        return functional_call(self, dict(zip(names, tensors)), (indices,))
+
+    @torch.no_grad()
+    def decode(self, method: Literal["argmax", "sample"] = "argmax", generator: torch.Generator | None = None
+               ) -> Tensor:
+        """Hard token ids ``(n, L)``: the most likely token per position, or one sampled from it."""
+        probs = self.forward()
+        if method == "argmax":
+            return probs.argmax(-1)
+        return torch.multinomial(probs.reshape(-1, self.vocab_size), 1, generator=generator).view(probs.shape[:2])
+
+    @torch.no_grad()
+    def initialize(self, real: Tensor, generator: torch.Generator | None = None) -> None:
+        """Start from real sequences (``(N, ≥L)`` ids, sampled without replacement) or at random, per ``init``."""
+
+    @staticmethod
+    def pick(real: Tensor, n: int, seq_len: int, generator: torch.Generator | None) -> Tensor:
+        """``n`` real sequences cut to their last ``seq_len`` tokens (with replacement only when N < n)."""
+        if real.dim() != 2 or real.shape[1] < seq_len:
+            raise ValueError(f"real sequences must be (N, >= {seq_len}) ids, got shape {tuple(real.shape)}")
+        if len(real) >= n:
+            rows = torch.randperm(len(real), generator=generator)[:n]
+        else:
+            rows = torch.randint(len(real), (n,), generator=generator)
+        return real[rows, -seq_len:]

@@ -1,0 +1,42 @@
+"""Token-space summary (the ablation): logits Z of shape n×L×V directly, ``S = softmax(Z / τ)``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .base import Init, Summary
+
+
+class TokenSummary(Summary):
+    """O(nLV) parameters; the baseline that ``LatentSummary`` improves upon.
+
+    Args:
+        vocab_size: number of tokens V (linked from the data).
+        num_sequences: n synthetic sequences.
+        seq_len: L tokens per sequence.
+        temperature: τ.
+        init: ``"real"`` (one-hot real sequences scaled by ``init_scale``) or ``"random"``.
+        init_scale: logit of the real token (and std of the random initialisation).
+        padding_idx: a token never produced (None: none).
+    """
+
+    def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36, temperature: float = 1.0,
+                 init: Init = "real", init_scale: float = 5.0, padding_idx: int | None = None) -> None:
+        super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature, self.init, self.init_scale = temperature, init, init_scale
+        self.z = nn.Parameter(torch.randn(num_sequences, seq_len, vocab_size) * init_scale)
+
+    def logits(self, indices: Tensor | None = None) -> Tensor:
+        z = self.z if indices is None else self.z[indices]
+        return z / self.temperature  # (B, L, V)
+
+    @torch.no_grad()
+    def initialize(self, real: Tensor, generator: torch.Generator | None = None) -> None:
+        if self.init == "real":
+            tokens = self.pick(real, self.num_sequences, self.seq_len, generator)
+            self.z.zero_().scatter_(-1, tokens[..., None], self.init_scale * self.temperature)
+        else:
+            self.z.copy_(torch.randn(self.z.shape, generator=generator) * self.init_scale)

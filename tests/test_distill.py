@@ -1,0 +1,105 @@
+"""FarziLightningModule end to end through the `farzi` CLI: fit, checkpoint, export, TensorBoard, test, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cli_utils import ROOT, run
+from farzi_lightning.cli import build
+
+PRETRAIN, DISTIL = ROOT / "configs" / "ml100k_pretrain.yaml", ROOT / "configs" / "ml100k.yaml"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, data_dir):
+    """A folder holding a tiny ML-100k trajectory bank (runs/banks/ml100k_sasrec), used as the cwd."""
+    root = tmp_path_factory.mktemp("distil")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FARZI_DATA_DIR", str(data_dir))
+    mp.chdir(root)
+    run("fit", config=PRETRAIN)
+    yield root
+    mp.undo()
+
+
+@pytest.fixture
+def in_workdir(workdir, monkeypatch, data_dir):
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("FARZI_DATA_DIR", str(data_dir))
+    return workdir
+
+
+class CaptureStart(Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.start = {k: v.detach().clone() for k, v in pl_module.summary.state_dict().items()}
+
+
+def fit(*args: str):
+    cli = run("fit", "--trainer.max_steps=3", *args, config=DISTIL)
+    return cli, Path(cli.trainer.log_dir)
+
+
+def test_fit_updates_summary_exports_and_logs(in_workdir):
+    cli = build(["--config", str(DISTIL), "--config", str(ROOT / "configs/overrides/tiny.yaml"),
+                 "--trainer.max_steps=3"], run=False)
+    capture = CaptureStart()
+    cli.trainer.callbacks.append(capture)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 3  # global_step counts outer steps
+    end = cli.model.summary.state_dict()
+    assert any(not torch.equal(capture.start[k], end[k]) for k in end)
+    log_dir = Path(cli.trainer.log_dir)
+    assert (log_dir / "checkpoints" / "last.ckpt").is_file()
+    exported = torch.load(log_dir / "checkpoints" / "summary.pt", weights_only=True)
+    assert exported["tokens"].shape == (20, 51) and len(exported["vocabulary"]) == 1683
+    assert torch.equal(exported["tokens"], cli.model.summary.decode())
+    text = (log_dir / "checkpoints" / "summary.txt").read_text().splitlines()
+    assert len(text) == 20 and all(len(line.split()) == 51 for line in text)
+    events = EventAccumulator(str(log_dir)).Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/outer_loss", "train/inner_loss", "train/meta_grad_norm", "train/drift",
+                "summary/entropy", "summary/effective_vocab", "time/seconds_per_step"):
+        assert tag in scalars, tag
+    assert len(events.Scalars("train/outer_loss")) == 3
+
+
+def test_farzi_test_trains_fresh_learners_and_reports_real_metrics(in_workdir):
+    cli, log_dir = fit()
+    tested = run("test", f"--ckpt_path={log_dir / 'checkpoints' / 'last.ckpt'}",
+                 "--model.init_args.downstream_steps=5", config=DISTIL)
+    metrics = tested.trainer.callback_metrics
+    for name in ("summary", "random", "head"):
+        assert 0.0 <= float(metrics[f"test/{name}/hr@10"]) <= 1.0
+        assert float(metrics[f"test/{name}/ndcg@10"]) <= float(metrics[f"test/{name}/hr@10"])
+
+
+def test_resume_is_exact(in_workdir):
+    # Stop mid-epoch (3 of 6 batches): everything random in an outer step is drawn from (seed, step).
+    common = ("--trainer.max_epochs=2",)
+    straight, _ = fit(*common, "--trainer.max_steps=5")
+    first, first_dir = fit(*common, "--trainer.max_steps=3")
+    resumed = run("fit", *common, "--trainer.max_steps=5", f"--ckpt_path={first_dir / 'checkpoints' / 'last.ckpt'}",
+                  config=DISTIL)
+    assert resumed.trainer.global_step == 5
+    for k, v in straight.model.summary.state_dict().items():
+        torch.testing.assert_close(resumed.model.summary.state_dict()[k], v, rtol=0, atol=0)
+    assert not torch.equal(first.model.summary.z, straight.model.summary.z)
+
+
+def test_bad_configs_fail_before_training_naming_the_key(in_workdir, tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"summary.init_args.seq_len=60 needs .* learner.init_args.max_len=50"):
+        fit("--model.init_args.summary.init_args.seq_len=60")
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    (bank / "manifest.json").write_text(json.dumps({"vocab_size": 5, "fingerprint": "x", "entries": []}))
+    with pytest.raises(ValueError, match=r"model.init_args.trajectories: .*vocab_size=5.*1683"):
+        fit(f"--model.init_args.trajectories={bank}")
+    with pytest.raises(SystemExit):
+        fit("--model.init_args.summary.class_path=farzi_lightning.summaries.NoSuchSummary")
+    assert "NoSuchSummary" in capsys.readouterr().err
