@@ -139,13 +139,15 @@ def main() -> None:
         plain = by.get(("plain", r["T"]))
         ratio = r["seconds"] / plain["seconds"] if plain else float("nan")
         drift = f"{r['drift']:.1e}" if "drift" in r else ""
-        print(f"{r['method']:9s} {r['T']:4d} {r['seconds']:9.2f} {r['peak_mb']:9.0f} {r['peak_mb'] - r['base_mb']:11.0f} "
+        above = r["peak_mb"] - r["base_mb"]
+        print(f"{r['method']:9s} {r['T']:4d} {r['seconds']:9.2f} {r['peak_mb']:9.0f} {above:11.0f} "
               f"{ratio:8.2f} {drift:>9s}")
     summary = {}
     lo, hi = by.get(("reverse", min(args.steps))), by.get(("reverse", max(args.steps)))
     if lo and hi:
         summary["reverse_peak_ratio_Tmax_over_Tmin"] = hi["peak_mb"] / lo["peak_mb"]
-        summary["reverse_above_base_ratio_Tmax_over_Tmin"] = (hi["peak_mb"] - hi["base_mb"]) / (lo["peak_mb"] - lo["base_mb"])
+        above = [r["peak_mb"] - r["base_mb"] for r in (hi, lo)]
+        summary["reverse_above_base_ratio_Tmax_over_Tmin"] = above[0] / above[1]
     summary["reverse_over_plain"] = {t: by[("reverse", t)]["seconds"] / by[("plain", t)]["seconds"]
                                      for t in args.steps if ("reverse", t) in by and ("plain", t) in by}
     summary["reverse_over_unrolled"] = {t: by[("reverse", t)]["seconds"] / by[("unrolled", t)]["seconds"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from cli_utils import CONFIGS, ROOT, run
+
 from farzi_lightning.cli import build
 
 

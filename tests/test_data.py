@@ -104,7 +104,8 @@ def test_vocabulary_and_windows_cover_every_token():
     targets = torch.cat([y for _, y in windows])
     assert targets[targets != IGNORE_INDEX].tolist() == stream[1:].tolist()  # each next token exactly once
     capped = Vocabulary(lines, max_vocab=3)
-    assert capped.itos == ["<eos>", "<unk>", "a"] and capped.decode(capped.encode([["c"]], Path("x"))) == ["<unk>", "<eos>"]
+    assert capped.itos == ["<eos>", "<unk>", "a"]
+    assert capped.decode(capped.encode([["c"]], Path("x"))) == ["<unk>", "<eos>"]
     with pytest.raises(ValueError, match=r"valid.txt:2: word 'zzz' is not in the training vocabulary"):
         vocab.encode([["a"], ["zzz"]], Path("valid.txt"))
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_utils import ROOT, run
 from lightning.pytorch import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cli_utils import ROOT, run
 from farzi_lightning.cli import build
 
 PRETRAIN, DISTIL = ROOT / "configs" / "ml100k_pretrain.yaml", ROOT / "configs" / "ml100k.yaml"
@@ -93,7 +93,7 @@ def test_resume_is_exact(in_workdir):
 
 
 def test_bad_configs_fail_before_training_naming_the_key(in_workdir, tmp_path, capsys):
-    with pytest.raises(ValueError, match=r"summary.init_args.seq_len=60 needs .* learner.init_args.max_len=50"):
+    with pytest.raises(ValueError, match=r"summary.init_args.seq_len=60 needs .*learner.init_args.max_len=50"):
         fit("--model.init_args.summary.init_args.seq_len=60")
     bank = tmp_path / "bank"
     bank.mkdir()
