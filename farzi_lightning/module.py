@@ -92,15 +92,18 @@ class FarziLightningModule(LightningModule):
         if stage == "fit":
             self._real = data.train_dataloader()
             if self.trainer.ckpt_path is None and self.global_step == 0:
-                self.summary.initialize(data.real_sequences(), self._generator(-1))
+                # The same on every rank (no rank in the seed): DDP also broadcasts rank 0's parameters.
+                seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+                self.summary.initialize(data.real_sequences(), torch.Generator().manual_seed(seed))
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.summary.parameters())
 
     def _generator(self, salt: int) -> torch.Generator:
-        """Randomness of one outer step from (seed, step) alone: a resumed run draws exactly the same."""
+        """Randomness of one outer step from (seed, step, rank) alone: a resumed run draws exactly the same, and
+        each DDP rank its own start point, inner order and real batch."""
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return torch.Generator().manual_seed(seed * 7_919 + self.global_step * 104_729 + salt)
+        return torch.Generator().manual_seed(seed * 7_919 + self.global_step * 104_729 + self.global_rank * 31 + salt)
 
     def _start_point(self, generator: torch.Generator) -> dict[str, Tensor]:
         if self.bank is not None:
