@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,16 +24,19 @@ class LatentSummary(Summary):
         latent_dim: d, the latent width (d ≪ V).
         temperature: τ.
         init: ``"real"`` (sequences sampled from the training data) or ``"random"``.
-        init_scale: logit scale of the real initialisation (and std of the random one).
+        init_scale: logit scale of the real initialisation (and std of the random one); None: log V + 2.
         padding_idx: a token never produced (None: none).
     """
 
     def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36, latent_dim: int = 64,
-                 temperature: float = 1.0, init: Init = "real", init_scale: float = 5.0,
+                 temperature: float = 1.0, init: Init = "real", init_scale: float | None = None,
                  padding_idx: int | None = None) -> None:
         super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        # log V + 2 puts ~88% of a one-hot row's mass on its token: peaked, yet not so saturated that the
+        # softmax stops passing gradient.
+        init_scale = math.log(vocab_size) + 2.0 if init_scale is None else init_scale
         self.temperature, self.init, self.init_scale = temperature, init, init_scale
         self.z = nn.Parameter(torch.randn(num_sequences, seq_len, latent_dim) * init_scale / latent_dim**0.5)
         self.m = nn.Parameter(F.normalize(torch.randn(latent_dim, vocab_size), dim=0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import torch
 from torch import Tensor, nn
 
@@ -17,15 +18,18 @@ class TokenSummary(Summary):
         seq_len: L tokens per sequence.
         temperature: τ.
         init: ``"real"`` (one-hot real sequences scaled by ``init_scale``) or ``"random"``.
-        init_scale: logit of the real token (and std of the random initialisation).
+        init_scale: logit of the real token (and std of the random initialisation); None: log V + 2.
         padding_idx: a token never produced (None: none).
     """
 
     def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36, temperature: float = 1.0,
-                 init: Init = "real", init_scale: float = 5.0, padding_idx: int | None = None) -> None:
+                 init: Init = "real", init_scale: float | None = None, padding_idx: int | None = None) -> None:
         super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        # log V + 2 puts ~88% of a one-hot row's mass on its token: peaked, yet not so saturated that the
+        # softmax stops passing gradient.
+        init_scale = math.log(vocab_size) + 2.0 if init_scale is None else init_scale
         self.temperature, self.init, self.init_scale = temperature, init, init_scale
         self.z = nn.Parameter(torch.randn(num_sequences, seq_len, vocab_size) * init_scale)
 
