@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_utils import ROOT, run
 from lightning.pytorch import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from farzi_lightning.cli import build
+
+from cli_utils import ROOT, run
 
 PRETRAIN, DISTIL = ROOT / "configs" / "ml100k_pretrain.yaml", ROOT / "configs" / "ml100k.yaml"
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from problems import mlp_problem
 
 from farzi_lightning.inner import ReverseAdam, ReverseSGD, UnrolledAdam, UnrolledSGD
+
+from problems import mlp_problem
 
 OPTIMISERS = [ReverseAdam, ReverseSGD, UnrolledAdam, UnrolledSGD]
 

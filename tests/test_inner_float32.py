@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
-from problems import rel_error, transformer_problem
 
 from farzi_lightning.inner import DriftError, ReverseAdam, UnrolledAdam
+
+from problems import rel_error, transformer_problem
 
 
 def test_float32_defaults_T100_match_float64_reference():

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from problems import rel_error
 from torch.func import functional_call
 
 from farzi_lightning.inner import ReverseAdam, UnrolledAdam
 from farzi_lightning.learners import RNNLM, SASRec, TransformerLM, build_learner
+
+from problems import rel_error
 
 V = 12
 LEARNERS = {

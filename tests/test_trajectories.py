@@ -6,10 +6,11 @@ import json
 
 import pytest
 import torch
-from cli_utils import ROOT, run
 
 from farzi_lightning import TrajectoryBank
 from farzi_lightning.learners import SASRec
+
+from cli_utils import ROOT, run
 
 
 @pytest.fixture(scope="module")
