@@ -65,3 +65,12 @@ def test_bad_sizes():
         LatentSummary(V, 3, 1)
     with pytest.raises(ValueError, match=r"real sequences must be \(N, >= 20\)"):
         LatentSummary(V, 3, 20).initialize(torch.zeros(5, 10, dtype=torch.long))
+
+
+def test_real_init_prefers_rows_without_padding(real):
+    padded = real.clone()
+    padded[:25, :3] = 0  # 25 of 30 users have short, left-padded histories
+    summary = RandomSampleSummary(V, 5, 10, padding_idx=0)
+    summary.initialize(padded, torch.Generator().manual_seed(0))
+    assert (summary.tokens != 0).all()
+    assert {tuple(r.tolist()) for r in summary.tokens} <= {tuple(r[-10:].tolist()) for r in padded[25:]}

@@ -62,13 +62,18 @@ class Summary(nn.Module):
     def initialize(self, real: Tensor, generator: torch.Generator | None = None) -> None:
         """Start from real sequences (``(N, ≥L)`` ids, sampled without replacement) or at random, per ``init``."""
 
-    @staticmethod
-    def pick(real: Tensor, n: int, seq_len: int, generator: torch.Generator | None) -> Tensor:
-        """``n`` real sequences cut to their last ``seq_len`` tokens (with replacement only when N < n)."""
+    def pick(self, real: Tensor, n: int, seq_len: int, generator: torch.Generator | None) -> Tensor:
+        """``n`` real sequences cut to their last ``seq_len`` tokens, drawn without replacement (with, when
+        fewer than ``n`` exist). Rows free of padding are preferred: a padded position has no real token to
+        start from (and the summary never produces padding)."""
         if real.dim() != 2 or real.shape[1] < seq_len:
             raise ValueError(f"real sequences must be (N, >= {seq_len}) ids, got shape {tuple(real.shape)}")
+        real = real[:, -seq_len:]
+        if self.padding_idx is not None:
+            full = real[(real != self.padding_idx).all(dim=1)]
+            real = full if len(full) >= n else real
         if len(real) >= n:
             rows = torch.randperm(len(real), generator=generator)[:n]
         else:
             rows = torch.randint(len(real), (n,), generator=generator)
-        return real[rows, -seq_len:]
+        return real[rows]
