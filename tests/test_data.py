@@ -141,3 +141,35 @@ def test_modified_known_file_fails_md5(tmp_path, data_dir):
         f.write("1\t1\t1\t1\n")
     with pytest.raises(ValueError, match=r"u.data: md5 .* differs from the canonical"):
         InteractionDataModule(data_dir=str(tmp_path), download=False)
+
+
+def test_download_when_absent_is_checked_and_failures_are_clear(tmp_path, monkeypatch):
+    import io
+    import urllib.error
+    import zipfile
+
+    import farzi_lightning.data.locate as locate
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(locate.urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError, match=r"u.data not found in .*ml-100k.*download from https://.*failed"):
+        InteractionDataModule(data_dir=str(tmp_path / "ml-100k"))
+
+    archive = io.BytesIO()  # a well-formed archive whose u.data is not the canonical file
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("u.data", "u.item", "README"):
+            z.writestr(f"ml-100k/{name}", "1\t2\t3\t4\n")
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(locate.urllib.request, "urlopen", lambda url, timeout: Response(archive.getvalue()))
+    with pytest.raises(FileNotFoundError, match="wrong md5"):
+        InteractionDataModule(data_dir=str(tmp_path / "ml-100k"))
+    assert not (tmp_path / "ml-100k" / "u.data").exists()  # nothing half-downloaded takes the real name
