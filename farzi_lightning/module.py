@@ -69,8 +69,7 @@ class FarziLightningModule(LightningModule):
         self.inner = inner_optimizer
         self.optimizer_factory = optimizer
         self.bank: TrajectoryBank | None = None
-        self.evaluator = Evaluator(k)
-        self.downstream: dict[str, nn.Module] = {}
+        self.downstream: dict[str, nn.Module] = {}  # fresh learners of `farzi test`, not part of checkpoints
 
     # ---- setup ----
 
@@ -165,7 +164,7 @@ class FarziLightningModule(LightningModule):
         self.log("outer_loss", result.outer_loss, prog_bar=True, logger=False, batch_size=batch_size)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        """Validation reports the learner at θ0 only if wanted; distillation quality is measured at test time."""
+        """Nothing: a summary's quality is what fresh learners reach on it, measured by ``farzi test``."""
 
     # ---- downstream evaluation (farzi test) ----
 
