@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from farzi_lightning.cli import build
 
@@ -19,3 +23,17 @@ def run(*args: str, config: Path | None = None, tiny: bool = True):
     if tiny:
         argv += ["--config", str(TINY)]
     return build(argv + list(args[1:]))
+
+
+@contextmanager
+def working_in(root: Path, data_dir: Path) -> Iterator[Path]:
+    """Run CLI commands with ``root`` as the current folder and ``data_dir`` as ``$FARZI_DATA_DIR``
+    (for module-scoped fixtures, which cannot use the function-scoped ``monkeypatch``)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FARZI_DATA_DIR", str(data_dir))
+    patch.setattr("sys.argv", ["farzi"])
+    patch.chdir(root)
+    try:
+        yield root
+    finally:
+        patch.undo()

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from farzi_lightning.cli import build
 
-from cli_utils import ROOT, run
+from cli_utils import ROOT, run, working_in
 
 PRETRAIN, DISTIL = ROOT / "configs" / "ml100k_pretrain.yaml", ROOT / "configs" / "ml100k.yaml"
 
@@ -20,13 +20,9 @@ PRETRAIN, DISTIL = ROOT / "configs" / "ml100k_pretrain.yaml", ROOT / "configs" /
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, data_dir):
     """A folder holding a tiny ML-100k trajectory bank (runs/banks/ml100k_sasrec), used as the cwd."""
-    root = tmp_path_factory.mktemp("distil")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FARZI_DATA_DIR", str(data_dir))
-    mp.chdir(root)
-    run("fit", config=PRETRAIN)
-    yield root
-    mp.undo()
+    with working_in(tmp_path_factory.mktemp("distil"), data_dir) as root:
+        run("fit", config=PRETRAIN)
+    return root
 
 
 @pytest.fixture

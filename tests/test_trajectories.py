@@ -10,21 +10,15 @@ import torch
 from farzi_lightning import TrajectoryBank
 from farzi_lightning.learners import SASRec
 
-from cli_utils import ROOT, run
+from cli_utils import ROOT, run, working_in
 
 
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory, data_dir):
     """Two tiny SASRec runs (seeds 0 and 1) on ML-100k in one bank."""
-    root = tmp_path_factory.mktemp("bank")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FARZI_DATA_DIR", str(data_dir))
-    mp.chdir(root)
-    try:
+    with working_in(tmp_path_factory.mktemp("bank"), data_dir) as root:
         clis = [run("fit", f"--seed_everything={seed}", "--trainer.max_steps=8", "--trainer.limit_train_batches=8",
                     config=ROOT / "configs" / "ml100k_pretrain.yaml") for seed in (0, 1)]
-    finally:
-        mp.undo()
     return root / "runs" / "banks" / "ml100k_sasrec", clis[0]
 
 
