@@ -61,6 +61,7 @@ class Summary(nn.Module):
     @torch.no_grad()
     def initialize(self, real: Tensor, generator: torch.Generator | None = None) -> None:
         """Start from real sequences (``(N, ≥L)`` ids, sampled without replacement) or at random, per ``init``."""
+        raise NotImplementedError
 
     def pick(self, real: Tensor, n: int, seq_len: int, generator: torch.Generator | None) -> Tensor:
         """``n`` real sequences cut to their last ``seq_len`` tokens, drawn without replacement (with, when
