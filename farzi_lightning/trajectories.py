@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,14 @@ class TrajectoryBank:
         min_fraction: sample only checkpoints at or after this fraction of their run's steps.
         max_fraction: ... and at or before this fraction (e.g. 0.3: the first 30% of training).
         include_init: whether step-0 checkpoints (the random initialisations) may be sampled.
+        cache_size: loaded checkpoints kept in memory (the bilevel loop samples one every outer step).
     """
 
     def __init__(self, path: str | os.PathLike, fingerprint: str | None = None, vocab_size: int | None = None,
-                 min_fraction: float = 0.0, max_fraction: float = 1.0, include_init: bool = True) -> None:
+                 min_fraction: float = 0.0, max_fraction: float = 1.0, include_init: bool = True,
+                 cache_size: int = 64) -> None:
         self.root = Path(path)
+        self.cache_size, self._cache = cache_size, OrderedDict()
         self.manifest = read_manifest(self.root)
         where = self.root / MANIFEST
         if vocab_size is not None and self.manifest.get("vocab_size") != vocab_size:
@@ -104,8 +108,15 @@ class TrajectoryBank:
         return len(self.entries)
 
     def load(self, index: int, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
-        entry = self.entries[index]
-        return torch.load(self.root / entry["file"], map_location=map_location, weights_only=True)
+        """The checkpoint's parameters (fresh tensors: callers may modify them)."""
+        key = (index, str(map_location))
+        if key not in self._cache:
+            self._cache[key] = torch.load(self.root / self.entries[index]["file"], map_location=map_location,
+                                          weights_only=True)
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(key)
+        return {k: v.clone() for k, v in self._cache[key].items()}
 
     def sample(self, generator: torch.Generator | None = None, map_location: str | torch.device = "cpu"
                ) -> dict[str, Tensor]:
