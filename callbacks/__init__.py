@@ -1,5 +1,6 @@
 """Lightning callbacks of farzi-lightning (installed as ``farzi_lightning.callbacks``)."""
 
+from .downstream import DownstreamEvaluation
 from .trajectory import TrajectoryCheckpoint
 
-__all__ = ["TrajectoryCheckpoint"]
+__all__ = ["DownstreamEvaluation", "TrajectoryCheckpoint"]

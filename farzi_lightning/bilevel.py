@@ -2,7 +2,8 @@
 
 - ``inner_schedule``: which summary sequences each inner step trains on (a deterministic function of a seed).
 - ``inner_loss`` / ``outer_loss``: the closures handed to an inner optimiser.
-- ``train_on_summary``: a fresh learner trained on a summary with the inner loop's own schedule (downstream).
+- ``train_steps``: plain (no-graph) optimiser steps on fixed summary distributions, as the inner loop takes them
+  (downstream training, warm starts).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch.func import functional_call
 
 from .inner import InnerOptimizer, ReverseAdam, ReverseSGD, UnrolledAdam, UnrolledSGD
 from .learner import next_token_loss
-from .summaries import Summary
+from .summaries import Feed, Summary
 
 
 def inner_schedule(num_sequences: int, batch_size: int, steps: int, generator: torch.Generator) -> Tensor:
@@ -26,13 +27,15 @@ def inner_schedule(num_sequences: int, batch_size: int, steps: int, generator: t
     return order[: steps * batch_size].view(steps, batch_size)
 
 
-def inner_loss(learner: nn.Module, summary: Summary, schedule: Tensor) -> Callable:
-    """``loss(params, hyper, step)``: next-token cross-entropy of the learner on its summary batch, soft targets."""
+def inner_loss(learner: nn.Module, summary: Summary, schedule: Tensor, feed: Feed | None = None) -> Callable:
+    """``loss(params, hyper, step)``: next-token cross-entropy of the learner on its summary batch, soft targets,
+    the inputs given by ``feed`` (default: soft)."""
+    feed = feed or Feed()
 
     def loss(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
-        soft = summary.functional(hyper, schedule[step])  # (B, L, V)
-        logits = functional_call(learner, params, (soft[:, :-1],))  # (B, L-1, V)
-        return next_token_loss(logits, soft[:, 1:])
+        inputs, targets = feed(summary.functional(hyper, schedule[step]))  # (B, L-1, V) each
+        logits = functional_call(learner, params, (inputs,))  # (B, L-1, V)
+        return next_token_loss(logits, targets)
 
     return loss
 
@@ -51,16 +54,15 @@ def make_optimizer(inner: InnerOptimizer, params) -> torch.optim.Optimizer:
     raise TypeError(f"no torch.optim twin for {type(inner).__name__}")
 
 
-def train_on_summary(learner: nn.Module, summary: Summary, inner: InnerOptimizer, steps: int, batch_size: int,
-                     generator: torch.Generator) -> nn.Module:
-    """Train ``learner`` (in place) for ``steps`` steps on ``summary`` as the inner loop would; returns it."""
-    learner.eval()  # the inner loop runs without dropout (forward and reverse passes must agree)
-    optimizer = make_optimizer(inner, learner.parameters())
-    with torch.no_grad():
-        data = summary().detach()  # (n, L, V)
-    for rows in inner_schedule(summary.num_sequences, batch_size, steps, generator):
+def train_steps(learner: nn.Module, rows: Tensor, feed: Feed, optimizer: torch.optim.Optimizer, schedule: Tensor,
+                after: Callable[[int], None] | None = None) -> nn.Module:
+    """Train ``learner`` in place on summary distributions ``rows`` ``(n, L, V)``, one optimiser step per row of
+    ``schedule`` ``(steps, B)``; ``after(step)`` is called after each (1-based) step. Returns the learner."""
+    for step, batch in enumerate(schedule, 1):
         optimizer.zero_grad(set_to_none=True)
-        soft = data[rows]
-        next_token_loss(learner(soft[:, :-1]), soft[:, 1:]).backward()
+        inputs, targets = feed(rows[batch])
+        next_token_loss(learner(inputs), targets).backward()
         optimizer.step()
+        if after is not None:
+            after(step)
     return learner

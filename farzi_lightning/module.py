@@ -3,12 +3,13 @@
     farzi fit --config configs/ml100k.yaml        # distil; watch it with `tensorboard --logdir lightning_logs`
     farzi test --config configs/ml100k.yaml --ckpt_path <ckpt>   # fresh learners trained on the summary
 
-One outer step: draw θ0 from the trajectory bank, train the learner for T inner steps on the summary with the
+One outer step: draw θ0 from the start point, train the learner for T inner steps on the summary with the
 inner optimiser, take its loss on a real batch, and step the summary along the exact meta-gradient.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable
@@ -16,16 +17,18 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from . import bilevel
+from .downstream import Downstream, log_dict, table
 from .export import export_summary
 from .inner import InnerOptimizer
-from .learner import Evaluator
-from .learners import build_learner
-from .summaries import HeadSampleSummary, RandomSampleSummary, Summary
+from .learners import Learner
+from .starts import RandomStart, StartPoint
+from .summaries import Feed, Summary
+from .summaries.feed import InputMode
 from .trajectories import TrajectoryBank
 
 SummaryCallable = Callable[[int], Summary]
@@ -38,24 +41,28 @@ class FarziLightningModule(LightningModule):
         learner: the model trained in the inner loop (its vocabulary is linked from the data).
         summary: summary factory, e.g. ``LatentSummary`` with init_args; called with the vocabulary size.
         inner_optimizer: ``ReverseAdam``, ``ReverseSGD`` or an unrolled reference; sets T.
-        trajectories: trajectory bank directory for θ0; None starts every outer step from a fresh random init.
-        trajectory_min_fraction: sample checkpoints from at least this fraction of their run.
-        trajectory_max_fraction: ... and at most this fraction (e.g. 0.3: the first 30% of training).
-        include_init: whether the runs' step-0 checkpoints may be sampled.
+        start: where each outer step's θ0 comes from (``TrajectoryStart``, ``RandomStart``,
+            ``SummaryWarmStart``); None: ``RandomStart``.
+        input_mode: how the summary feeds the learner, in the inner loop and downstream: ``soft``, ``hard``
+            or ``straight_through`` (targets are always the soft distributions).
+        input_temperature: temperature of soft inputs.
+        target_temperature: temperature of the soft targets.
+        teacher: a full-data model for ``init: teacher`` and the ``teacher``/``full`` candidates: a trajectory
+            bank directory (its best-validation checkpoint); None: the start point's bank, if any.
         inner_batch_size: summary sequences per inner step (0: all).
         optimizer: the outer optimiser over the summary's parameters.
-        downstream_steps: steps of downstream training at test time (None: T, the inner loop's own).
-        downstream_baselines: same-size baselines trained and tested the same way (``random``, ``head``).
-        k: cut-off of HR@k / nDCG@k.
+        lr_scheduler: optional schedule of the outer learning rate, stepped every outer step.
+        downstream: the downstream-evaluation harness of ``farzi test`` and the ``DownstreamEvaluation``
+            callback (None: ``Downstream()`` defaults).
     """
 
-    def __init__(self, learner: nn.Module, summary: SummaryCallable, inner_optimizer: InnerOptimizer,
-                 trajectories: str | None = None, trajectory_min_fraction: float = 0.0,
-                 trajectory_max_fraction: float = 1.0, include_init: bool = True, inner_batch_size: int = 0,
-                 optimizer: OptimizerCallable = torch.optim.Adam, downstream_steps: int | None = None,
-                 downstream_baselines: list[str] | None = None, k: int = 10) -> None:
+    def __init__(self, learner: Learner, summary: SummaryCallable, inner_optimizer: InnerOptimizer,
+                 start: StartPoint | None = None, input_mode: InputMode = "soft", input_temperature: float = 1.0,
+                 target_temperature: float = 1.0, teacher: str | None = None, inner_batch_size: int = 0,
+                 optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
+                 downstream: Downstream | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["learner", "summary", "inner_optimizer"])
+        self.save_hyperparameters(ignore=["learner", "summary", "inner_optimizer", "start", "downstream"])
         self.automatic_optimization = False
         self.learner = learner.requires_grad_(False)  # θ lives in the inner optimiser, not in DDP or .grad
         self.summary = summary(learner.vocab_size)
@@ -66,51 +73,67 @@ class FarziLightningModule(LightningModule):
             raise ValueError(f"model.init_args.summary.init_args.seq_len={self.summary.seq_len} needs the learner to "
                              f"read {self.summary.seq_len - 1} tokens, but model.init_args.learner.init_args.max_len="
                              f"{max_len}")
+        try:
+            self.feed = Feed(input_mode, input_temperature, target_temperature)
+        except ValueError as err:
+            raise ValueError(f"model.init_args.{err}") from err
         self.inner = inner_optimizer
-        self.optimizer_factory = optimizer
-        self.bank: TrajectoryBank | None = None
-        self.downstream: dict[str, nn.Module] = {}  # fresh learners of `farzi test`, not part of checkpoints
+        self.start = start if start is not None else RandomStart()
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.downstream = downstream if downstream is not None else Downstream()
+        self._aux: dict[str, nn.Module] = {}  # teacher and warm-start copies: not submodules, not in checkpoints
+        self.results: dict = {}
 
     # ---- setup ----
 
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
-        if self.hparams.trajectories is not None:
-            try:
-                self.bank = TrajectoryBank(self.hparams.trajectories, fingerprint=getattr(data, "fingerprint", None),
-                                           vocab_size=getattr(data, "vocab_size", None),
-                                           min_fraction=self.hparams.trajectory_min_fraction,
-                                           max_fraction=self.hparams.trajectory_max_fraction,
-                                           include_init=self.hparams.include_init)
-                self.bank.check_compatible(self.learner)
-            except (ValueError, FileNotFoundError) as err:
-                raise type(err)(f"model.init_args.trajectories: {err}") from err
-        elif stage == "fit":
-            rank_zero_warn("FarziLightningModule: no trajectory bank (model.init_args.trajectories); every outer step "
-                           "starts from a random initialisation, which usually distils far worse")
+        self.start.setup(self)
+        if stage == "fit" and isinstance(self.start, RandomStart):
+            rank_zero_info("FarziLightningModule: every outer step starts from a fresh initialisation (RandomStart)")
         if stage == "fit":
             self._real = data.train_dataloader()
             if self.trainer.ckpt_path is None and self.global_step == 0:
                 # The same on every rank (no rank in the seed): DDP also broadcasts rank 0's parameters.
                 seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-                self.summary.initialize(data.real_sequences(), torch.Generator().manual_seed(seed))
+                teacher = self.teacher_model() if getattr(self.summary, "init", None) == "teacher" else None
+                self.summary.initialize(data.real_sequences().to(self.device), torch.Generator().manual_seed(seed),
+                                        teacher)
+
+    def teacher_model(self) -> nn.Module | None:
+        """The full-data model (``teacher``, else the start point's), loaded once; None when there is none."""
+        if "teacher" not in self._aux:
+            model = None
+            if self.hparams.teacher is not None:
+                try:
+                    model = TrajectoryBank(self.hparams.teacher).model(map_location=self.device)
+                except (ValueError, FileNotFoundError) as err:
+                    raise type(err)(f"model.init_args.teacher: {err}") from err
+            else:
+                model = self.start.teacher(self.device)
+            if model is None:
+                return None
+            self._aux["teacher"] = model.requires_grad_(False)
+        return self._aux["teacher"]
+
+    def learner_copy(self) -> nn.Module:
+        """A trainable copy of the learner (warm starts train it in place; built once)."""
+        if "copy" not in self._aux:
+            self._aux["copy"] = copy.deepcopy(self.learner).requires_grad_(True)
+        return self._aux["copy"]
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.summary.parameters())
+        optimizer = self.optimizer_factory(self.summary.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
+                                                          "interval": "step"}}
 
     def _generator(self, salt: int) -> torch.Generator:
         """Randomness of one outer step from (seed, step, rank) alone: a resumed run draws exactly the same, and
         each DDP rank its own start point, inner order and real batch."""
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         return torch.Generator().manual_seed(seed * 7_919 + self.global_step * 104_729 + self.global_rank * 31 + salt)
-
-    def _start_point(self, generator: torch.Generator) -> dict[str, Tensor]:
-        if self.bank is not None:
-            return self.bank.sample(generator, map_location=self.device)
-        fresh = build_learner(self.learner.config()) if hasattr(self.learner, "config") else None
-        if fresh is None:
-            raise ValueError("model.init_args.trajectories is None and the learner cannot be re-initialised")
-        return {k: v.detach().to(self.device) for k, v in fresh.named_parameters()}
 
     # ---- the bilevel step ----
 
@@ -129,12 +152,12 @@ class FarziLightningModule(LightningModule):
         started = time.perf_counter()
         generator = self._generator(0)
         x, y = self._real_batch(generator)
-        theta0 = self._start_point(generator)
+        theta0 = self.start.sample(self, generator)
         schedule = bilevel.inner_schedule(self.summary.num_sequences, self.hparams.inner_batch_size,
                                           self.inner.steps, generator).to(self.device)
         self.learner.eval()  # no dropout: the reversal recomputes each inner step and must see the same function
         hyper = tuple(self.summary.parameters())
-        result = self.inner.meta_gradient(bilevel.inner_loss(self.learner, self.summary, schedule),
+        result = self.inner.meta_gradient(bilevel.inner_loss(self.learner, self.summary, schedule, self.feed),
                                           bilevel.outer_loss(self.learner, x, y), theta0, hyper)
         optimizer = self.optimizers()
         optimizer.zero_grad()
@@ -149,6 +172,9 @@ class FarziLightningModule(LightningModule):
         self.clip_gradients(optimizer, gradient_clip_val=self.trainer.gradient_clip_val,
                             gradient_clip_algorithm=self.trainer.gradient_clip_algorithm)
         optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
         self._log_step(result, grad_norm, time.perf_counter() - started, batch_size=len(x))
 
     def _log_step(self, result, grad_norm: Tensor, seconds: float, batch_size: int) -> None:
@@ -168,37 +194,26 @@ class FarziLightningModule(LightningModule):
 
     # ---- downstream evaluation (farzi test) ----
 
+    def evaluate_downstream(self, split: str, candidates: list[str] | None = None) -> dict:
+        """Fresh learners trained on the summary (and the harness's other candidates), scored on ``split``."""
+        return self.downstream.evaluate(summary=self.summary, feed=self.feed, learner=self.learner, inner=self.inner,
+                                        inner_batch_size=self.hparams.inner_batch_size,
+                                        data=self.trainer.datamodule, split=split, teacher=self.teacher_model(),
+                                        candidates=candidates, device=self.device, progress=rank_zero_info)
+
     def on_test_start(self) -> None:
-        """Train fresh learners on the summary (and on same-size baselines) before the test batches arrive."""
-        data = self.trainer.datamodule
-        steps = self.hparams.downstream_steps or self.inner.steps
-        candidates = {"summary": self.summary}
-        for name in self.hparams.downstream_baselines or []:
-            baseline = {"random": RandomSampleSummary, "head": HeadSampleSummary}.get(name)
-            if baseline is None:
-                raise ValueError(f"model.init_args.downstream_baselines: unknown baseline {name!r} (random, head)")
-            summary = baseline(self.summary.vocab_size, self.summary.num_sequences, self.summary.seq_len,
-                               self.summary.padding_idx)
-            summary.initialize(data.real_sequences(), torch.Generator().manual_seed(1))
-            candidates[name] = summary.to(self.device)
-        # The test loop runs under inference_mode, which enable_grad cannot undo: leave it explicitly.
-        with torch.inference_mode(False), torch.enable_grad():
-            for name, summary in candidates.items():
-                torch.manual_seed(0)
-                learner = build_learner(self.learner.config()).to(self.device)
-                bilevel.train_on_summary(learner, summary, self.inner, steps, self.hparams.inner_batch_size,
-                                         torch.Generator().manual_seed(0))
-                self.downstream[name] = learner.eval()
-        self.evaluators = nn.ModuleDict({n: Evaluator(self.hparams.k) for n in candidates}).to(self.device)
+        """Train fresh learners on every candidate before the test batches arrive (outside inference mode)."""
+        self.results = self.evaluate_downstream("test")
+        rank_zero_info("Downstream evaluation on the test split (test metric at the best validation point):\n"
+                       + table(self.results))
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        for name, learner in self.downstream.items():
-            self.evaluators[name].update(learner, batch)
+        """Nothing per batch: the harness scores whole splits itself."""
 
     def on_test_epoch_end(self) -> None:
-        for name, evaluator in self.evaluators.items():
-            self.log_dict(evaluator.compute(f"test/{name}"))
+        self.log_dict({k: v for k, v in log_dict(self.results).items()})
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:
-            export_summary(self.summary, self.trainer)
+            export_summary(self.summary, self.trainer, feed=self.feed, learner=self.learner,
+                           recipe=self.downstream.recipe(self.inner, self.hparams.inner_batch_size))

@@ -124,6 +124,28 @@ class TrajectoryBank:
         index = int(torch.randint(len(self.entries), (1,), generator=generator))
         return self.load(index, map_location)
 
+    def best_index(self) -> int:
+        """The checkpoint with the best recorded validation metric (nDCG@k / HR@k higher, perplexity lower),
+        else the one furthest along its run: the full-data model a teacher or reference uses."""
+        def key(i: int) -> tuple:
+            metrics = self.entries[i].get("metrics") or {}
+            for name, value in sorted(metrics.items()):
+                if "ndcg" in name or "hr@" in name:
+                    return (1, value)
+                if name.endswith("ppl"):
+                    return (1, -value)
+            entry = self.entries[i]
+            return (0, entry["step"] / max(entry.get("max_step") or entry["step"], 1))
+        return max(range(len(self.entries)), key=key)
+
+    def model(self, index: int | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
+        """The learner of checkpoint ``index`` (None: ``best_index()``), rebuilt from the bank's architecture."""
+        from .learners import build_learner
+
+        learner = build_learner(self.learner_config)
+        learner.load_state_dict(self.load(self.best_index() if index is None else index))
+        return learner.to(map_location).eval()
+
     def check_compatible(self, learner: nn.Module) -> None:
         """Raise unless the bank's parameters have the names and shapes of ``learner``'s."""
         have = {k: tuple(v.shape) for k, v in self.load(0).items()}

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from farzi_lightning.cli import build
 
-from cli_utils import ROOT, run, working_in
+from cli_utils import ROOT, SHORT_DOWNSTREAM, run, working_in
 
 PRETRAIN, DISTIL = ROOT / "configs" / "ml100k_pretrain.yaml", ROOT / "configs" / "ml100k.yaml"
 
@@ -68,12 +68,12 @@ def test_fit_updates_summary_exports_and_logs(in_workdir):
 
 def test_farzi_test_trains_fresh_learners_and_reports_real_metrics(in_workdir):
     cli, log_dir = fit()
-    tested = run("test", f"--ckpt_path={log_dir / 'checkpoints' / 'last.ckpt'}",
-                 "--model.init_args.downstream_steps=5", config=DISTIL)
+    tested = run("test", f"--ckpt_path={log_dir / 'checkpoints' / 'last.ckpt'}", *SHORT_DOWNSTREAM, config=DISTIL)
     metrics = tested.trainer.callback_metrics
-    for name in ("summary", "random", "head"):
-        assert 0.0 <= float(metrics[f"test/{name}/hr@10"]) <= 1.0
-        assert float(metrics[f"test/{name}/ndcg@10"]) <= float(metrics[f"test/{name}/hr@10"])
+    for name in ("summary", "random", "head", "popularity"):
+        assert 0.0 <= float(metrics[f"downstream/sasrec/{name}/hr@10"]) <= 1.0
+        assert float(metrics[f"downstream/sasrec/{name}/ndcg@10"]) <= float(metrics[f"downstream/sasrec/{name}/hr@10"])
+    assert "downstream/sasrec/unigram/ppl" not in metrics  # the text floor does not apply to interactions
 
 
 def test_resume_is_exact(in_workdir):
@@ -95,8 +95,8 @@ def test_bad_configs_fail_before_training_naming_the_key(in_workdir, tmp_path, c
     bank = tmp_path / "bank"
     bank.mkdir()
     (bank / "manifest.json").write_text(json.dumps({"vocab_size": 5, "fingerprint": "x", "entries": []}))
-    with pytest.raises(ValueError, match=r"model.init_args.trajectories: .*vocab_size=5.*1683"):
-        fit(f"--model.init_args.trajectories={bank}")
+    with pytest.raises(ValueError, match=r"model.init_args.start .*vocab_size=5.*1683"):
+        fit(f"--model.init_args.start.init_args.path={bank}")
     with pytest.raises(SystemExit):
         fit("--model.init_args.summary.class_path=farzi_lightning.summaries.NoSuchSummary")
     assert "NoSuchSummary" in capsys.readouterr().err

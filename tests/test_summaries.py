@@ -38,7 +38,7 @@ def test_latent_is_small_and_token_is_dense():
 
 @pytest.mark.parametrize("cls", [LatentSummary, TokenSummary])
 def test_functional_matches_forward_and_is_differentiable(cls):
-    summary = cls(V, 4, 6, init="random")
+    summary = cls(V, 4, 6, init="noise")
     rows = torch.tensor([2, 0])
     tensors = tuple(p.detach().clone().requires_grad_(True) for p in summary.parameters())
     out = summary.functional(tensors, rows)

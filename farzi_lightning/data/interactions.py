@@ -152,6 +152,11 @@ class InteractionDataModule(pl.LightningDataModule):
     def decode(self, ids: Tensor) -> str:
         return " ".join(self.split.item_ids[int(i) - 1] for i in ids if int(i) > 0)
 
+    def train_counts(self) -> Tensor:
+        """``(vocab_size,)`` how often each item occurs in the training split (the popularity floor)."""
+        flat = torch.tensor([i for s in self.split.train for i in s], dtype=torch.long)
+        return torch.bincount(flat, minlength=self.vocab_size)
+
     def real_sequences(self, split: str = "train") -> Tensor:
         """Each user's training sequence, last ``seq_len + 1`` items, left-padded: ``(users, seq_len + 1)``."""
         return torch.stack([left_pad(s, self.seq_len + 1) for s in self.split.train])

@@ -149,6 +149,10 @@ class TextDataModule(pl.LightningDataModule):
     def decode(self, ids: Tensor) -> str:
         return " ".join(self.vocab.decode(ids))
 
+    def train_counts(self) -> Tensor:
+        """``(vocab_size,)`` how often each word occurs in the training stream (the unigram floor)."""
+        return torch.bincount(self.streams["train"], minlength=self.vocab_size)
+
     def real_sequences(self, split: str = "train") -> Tensor:
         """All training windows as hard ids ``(N, seq_len + 1)`` (used to initialise and sample summaries)."""
         stream = self.streams[split]

@@ -10,11 +10,9 @@ from typing import Any
 from torch import nn
 
 
-class Learner(nn.Module):
-    """Base class of the learners: ``config()`` gives ``{"class_path", "init_args"}`` to rebuild it.
-
-    Trajectory banks store this next to the weights, so a bank says which model its checkpoints belong to.
-    """
+class RecordsInit:
+    """Mixin: remembers the arguments an instance was built with; ``config()`` gives
+    ``{"class_path", "init_args"}`` to rebuild it (``build_learner`` / ``build``)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -36,7 +34,14 @@ class Learner(nn.Module):
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(self.__dict__["_init_args"])}
 
 
+class Learner(RecordsInit, nn.Module):
+    """Base class of the learners: ``config()`` gives ``{"class_path", "init_args"}`` to rebuild it.
+
+    Trajectory banks store this next to the weights, so a bank says which model its checkpoints belong to.
+    """
+
+
 def build_learner(config: dict[str, Any]) -> nn.Module:
-    """Instantiate ``{"class_path": "pkg.mod.Class", "init_args": {...}}``."""
+    """Instantiate ``{"class_path": "pkg.mod.Class", "init_args": {...}}`` (any recorded class, not only learners)."""
     module, _, name = config["class_path"].rpartition(".")
     return getattr(importlib.import_module(module), name)(**config.get("init_args", {}))

@@ -1,8 +1,11 @@
-"""Summary parameterisations: the distilled data as ``nn.Module`` parameters (or fixed real baselines)."""
+"""Summary parameterisations: the distilled data as ``nn.Module`` parameters (or fixed real baselines), and
+``Feed``: how a summary's distributions become a learner's inputs and targets."""
 
 from .base import Summary
+from .feed import Feed
 from .latent import LatentSummary
-from .sampling import HeadSampleSummary, RandomSampleSummary
+from .sampling import BASELINES, HeadSampleSummary, RandomSampleSummary, TeacherSampleSummary, make_baseline
 from .token import TokenSummary
 
-__all__ = ["HeadSampleSummary", "LatentSummary", "RandomSampleSummary", "Summary", "TokenSummary"]
+__all__ = ["BASELINES", "Feed", "HeadSampleSummary", "LatentSummary", "RandomSampleSummary", "Summary",
+           "TeacherSampleSummary", "TokenSummary", "make_baseline"]

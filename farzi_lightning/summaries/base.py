@@ -8,10 +8,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-Init = Literal["real", "random"]
+from ..learners.base import RecordsInit
+
+Init = Literal["random", "head", "teacher", "noise", "real"]
+"""Where a learnable summary starts: a same-size baseline by name (``random`` rows, ``head`` rows,
+``teacher``-labelled rows; ``real`` is an alias of ``random``) or ``noise`` (random logits)."""
 
 
-class Summary(nn.Module):
+class Summary(RecordsInit, nn.Module):
     """Base class. ``forward(indices) -> (B, L, V)`` probabilities; ``decode() -> (n, L)`` token ids.
 
     Args:
@@ -59,9 +63,33 @@ class Summary(nn.Module):
         return torch.multinomial(probs.reshape(-1, self.vocab_size), 1, generator=generator).view(probs.shape[:2])
 
     @torch.no_grad()
-    def initialize(self, real: Tensor, generator: torch.Generator | None = None) -> None:
-        """Start from real sequences (``(N, ≥L)`` ids, sampled without replacement) or at random, per ``init``."""
-        raise NotImplementedError
+    def initialize(self, real: Tensor, generator: torch.Generator | None = None,
+                   teacher: nn.Module | None = None) -> None:
+        """Start from the same-size baseline named by ``self.init`` built from ``real`` (``(N, ≥L)`` ids; the
+        ``teacher`` labels it for ``init="teacher"``), or from noise for ``init="noise"``."""
+        from .sampling import make_baseline  # the baselines are Summaries themselves
+
+        init = getattr(self, "init", "random")
+        if init == "noise":
+            self.init_noise(generator)
+            return
+        baseline = make_baseline("random" if init == "real" else init, self.vocab_size, self.num_sequences,
+                                 self.seq_len, self.padding_idx, real, generator, teacher)
+        self.load_rows(baseline.tokens.to(self.device_of()), baseline.probs if init == "teacher" else None, generator)
+
+    def device_of(self) -> torch.device:
+        return next(iter(self.parameters()), torch.empty(0)).device
+
+    def init_noise(self, generator: torch.Generator | None) -> None:
+        """Random parameters (``init="noise"``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no noise initialisation")
+
+    def load_rows(self, tokens: Tensor, probs: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> None:
+        """Set the parameters so that the summary is peaked on ``tokens`` ``(n, L)``, or (when given) follows the
+        distributions ``probs`` ``(n, L, V)`` as closely as the parameterisation allows; ``generator`` draws
+        anything else random."""
+        raise NotImplementedError(f"{type(self).__name__} cannot start from real rows")
 
     def pick(self, real: Tensor, n: int, seq_len: int, generator: torch.Generator | None) -> Tensor:
         """``n`` real sequences cut to their last ``seq_len`` tokens, drawn without replacement (with, when

@@ -24,7 +24,7 @@ class LatentSummary(Summary):
         seq_len: L tokens per sequence.
         latent_dim: d, the latent width (d ≪ V).
         temperature: τ.
-        init: ``"real"`` (sequences sampled from the training data) or ``"random"``.
+        init: the baseline it starts from (``random``, ``head``, ``teacher``; ``real`` = ``random``) or ``noise``.
         init_scale: logit scale of the real initialisation (and std of the random one); None: log V + 2.
         padding_idx: a token never produced (None: none).
     """
@@ -47,10 +47,24 @@ class LatentSummary(Summary):
         return z @ self.m / self.temperature  # (B, L, d) @ (d, V) -> (B, L, V)
 
     @torch.no_grad()
-    def initialize(self, real: Tensor, generator: torch.Generator | None = None) -> None:
+    def init_noise(self, generator: torch.Generator | None) -> None:
         self.m.copy_(F.normalize(torch.randn(self.m.shape, generator=generator), dim=0))
-        if self.init == "real":
-            tokens = self.pick(real, self.num_sequences, self.seq_len, generator)  # (n, L)
+        self.z.copy_(torch.randn(self.z.shape, generator=generator) * self.init_scale / self.z.shape[-1] ** 0.5)
+
+    @torch.no_grad()
+    def load_rows(self, tokens: Tensor, probs: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> None:
+        """One-hot rows: M's columns are random unit vectors and ``Z = scale · M[:, token]`` (decodes exactly).
+        Distributions: the best rank-d fit of the centred log-probabilities (truncated SVD), so ``Z @ M``
+        reproduces them exactly when their rank is at most d (a teacher's logits are ``h @ E^T``)."""
+        if probs is None:
+            self.m.copy_(F.normalize(torch.randn(self.m.shape, generator=generator), dim=0))
             self.z.copy_(self.m.T[tokens] * self.init_scale * self.temperature)  # (n, L, d)
-        else:
-            self.z.copy_(torch.randn(self.z.shape, generator=generator) * self.init_scale / self.z.shape[-1] ** 0.5)
+            return
+        logp = torch.log(probs.clamp_min(math.exp(-3 * self.init_scale))).reshape(-1, self.vocab_size)
+        logp = logp - logp.mean(-1, keepdim=True)  # softmax ignores a constant per row
+        u, s, vh = torch.linalg.svd(logp.double(), full_matrices=False)
+        d = self.z.shape[-1]
+        root = s[:d].sqrt()
+        self.z.copy_((u[:, :d] * root).reshape(self.z.shape).to(self.z.dtype) * self.temperature ** 0.5)
+        self.m.copy_((root[:, None] * vh[:d]).to(self.m.dtype) * self.temperature ** 0.5)

@@ -1,12 +1,22 @@
-"""Fixed baselines: real sequences as one-hot "summaries" of the same size (nothing to optimise)."""
+"""Same-size baselines: real sequences as "summaries" of the same size (nothing to optimise).
+
+- ``RandomSampleSummary``: n real sequences drawn uniformly, one-hot.
+- ``HeadSampleSummary``: the n most active users' (or most common) sequences, one-hot.
+- ``TeacherSampleSummary``: random real sequences whose targets are a full-data model's predictive
+  distributions (knowledge distillation on a sample); hard inputs are the real tokens.
+
+``make_baseline(name, ...)`` builds any of them by name; learnable summaries start from one (``init``).
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import Summary
+
+BASELINES = ("random", "head", "teacher")
 
 
 class RandomSampleSummary(Summary):
@@ -42,3 +52,56 @@ class HeadSampleSummary(RandomSampleSummary):
         if len(rows) < self.num_sequences:
             rows = rows.repeat(-(-self.num_sequences // len(rows)))[: self.num_sequences]
         self.tokens.copy_(cut[rows])
+
+
+class TeacherSampleSummary(RandomSampleSummary):
+    """Random real sequences labelled by a teacher: position t's distribution is the teacher's prediction after
+    the real tokens before t, with the real token lifted ``margin`` above the teacher's top logit so that the
+    most likely token (what hard inputs read) is the real one. Position 0 is the real token, one-hot.
+
+    Args: vocab_size, num_sequences, seq_len, padding_idx, margin.
+    """
+
+    def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36,
+                 padding_idx: int | None = None, margin: float = 0.1) -> None:
+        super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
+        self.margin = margin
+        self.register_buffer("probs", torch.zeros(num_sequences, seq_len, vocab_size))
+
+    def forward(self, indices: Tensor | None = None) -> Tensor:
+        return self.probs if indices is None else self.probs[indices]
+
+    @torch.no_grad()
+    def label(self, teacher: nn.Module, batch_size: int = 64) -> None:
+        """Fill the distributions from ``teacher`` (a learner mapping ``(B, L)`` ids to ``(B, L, V)`` logits)."""
+        teacher_was_training = teacher.training
+        teacher.eval()
+        for start in range(0, self.num_sequences, batch_size):
+            tokens = self.tokens[start: start + batch_size]
+            logits = teacher(tokens[:, :-1]).float()  # (B, L-1, V)
+            if self.padding_idx is not None:
+                logits[..., self.padding_idx] = float("-inf")
+            real = tokens[:, 1:, None]  # (B, L-1, 1)
+            lifted = torch.maximum(logits.gather(-1, real), logits.max(-1, keepdim=True).values + self.margin)
+            logits.scatter_(-1, real, lifted)
+            self.probs[start: start + batch_size, 1:] = torch.softmax(logits, -1)
+            self.probs[start: start + batch_size, 0] = F.one_hot(tokens[:, 0], self.vocab_size).float()
+        teacher.train(teacher_was_training)
+
+
+def make_baseline(name: str, vocab_size: int, num_sequences: int, seq_len: int, padding_idx: int | None,
+                  real: Tensor, generator: torch.Generator | None = None,
+                  teacher: nn.Module | None = None) -> RandomSampleSummary:
+    """The same-size baseline ``name`` (``random``, ``head``, ``teacher``) built from ``real`` ``(N, ≥L)`` ids."""
+    classes = {"random": RandomSampleSummary, "head": HeadSampleSummary, "teacher": TeacherSampleSummary}
+    if name not in classes:
+        raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
+    if name == "teacher" and teacher is None:
+        raise ValueError("the teacher baseline needs a full-data model (model.init_args.teacher, or a "
+                         "TrajectoryStart whose bank's last checkpoint serves as teacher)")
+    baseline = classes[name](vocab_size, num_sequences, seq_len, padding_idx)
+    baseline.initialize(real, generator)
+    if name == "teacher":
+        device = next(teacher.parameters()).device
+        baseline.to(device).label(teacher)
+    return baseline

@@ -18,7 +18,7 @@ class TokenSummary(Summary):
         num_sequences: n synthetic sequences.
         seq_len: L tokens per sequence.
         temperature: τ.
-        init: ``"real"`` (one-hot real sequences scaled by ``init_scale``) or ``"random"``.
+        init: the baseline it starts from (``random``, ``head``, ``teacher``; ``real`` = ``random``) or ``noise``.
         init_scale: logit of the real token (and std of the random initialisation); None: log V + 2.
         padding_idx: a token never produced (None: none).
     """
@@ -39,9 +39,13 @@ class TokenSummary(Summary):
         return z / self.temperature  # (B, L, V)
 
     @torch.no_grad()
-    def initialize(self, real: Tensor, generator: torch.Generator | None = None) -> None:
-        if self.init == "real":
-            tokens = self.pick(real, self.num_sequences, self.seq_len, generator)
+    def init_noise(self, generator: torch.Generator | None) -> None:
+        self.z.copy_(torch.randn(self.z.shape, generator=generator) * self.init_scale)
+
+    @torch.no_grad()
+    def load_rows(self, tokens: Tensor, probs: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> None:
+        if probs is None:
             self.z.zero_().scatter_(-1, tokens[..., None], self.init_scale * self.temperature)
-        else:
-            self.z.copy_(torch.randn(self.z.shape, generator=generator) * self.init_scale)
+        else:  # log-probabilities, floored so that impossible tokens stay finite
+            self.z.copy_(torch.log(probs.clamp_min(math.exp(-3 * self.init_scale))) * self.temperature)

@@ -1,0 +1,66 @@
+"""``DownstreamEvaluation``: how fresh learners trained on the summary are doing, while the distillation runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+
+from farzi_lightning.downstream import log_dict
+from farzi_lightning.trajectories import atomic_write
+
+
+class DownstreamEvaluation(Callback):
+    """Every ``every_n_steps`` outer steps (and at the start and end of fit) trains fresh learners on the summary
+    with the module's ``Downstream`` harness and logs ``downstream/<learner>/<candidate>/<metric>`` on the
+    validation split. Baselines are computed once. The harness forks every RNG it touches, so the
+    distillation's trajectory (and exact resume) is the same with the callback on or off.
+
+    Args:
+        every_n_steps: outer steps between evaluations.
+        candidates: what to evaluate (None: the harness's own list).
+        results_file: optional JSON file rewritten after each evaluation with every evaluation so far.
+    """
+
+    def __init__(self, every_n_steps: int = 50, candidates: list[str] | None = None,
+                 results_file: str | None = None) -> None:
+        if not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ValueError(f"DownstreamEvaluation every_n_steps must be an integer >= 1, got {every_n_steps!r}")
+        self.every_n_steps, self.candidates, self.results_file = every_n_steps, candidates, results_file
+        self.history: list[dict] = []
+        self._last_step = -1
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+
+    @rank_zero_only
+    def _evaluate(self, trainer: Trainer, module: LightningModule) -> None:
+        step = trainer.global_step
+        if step == self._last_step or any(h["step"] == step for h in self.history):
+            return
+        self._last_step = step
+        results = module.evaluate_downstream("valid", self.candidates)
+        metrics = log_dict(results)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        self.history.append({"step": step, "metrics": metrics,
+                             "scores": {f"{l}/{c}": s.as_dict() for (l, c), s in results.items()}})
+        if self.results_file:
+            text = json.dumps(self.history, indent=1)
+            atomic_write(Path(self.results_file), lambda f: f.write(text.encode()))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.global_step == 0:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._evaluate(trainer, pl_module)

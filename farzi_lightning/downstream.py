@@ -1,0 +1,302 @@
+"""Downstream evaluation: what fresh learners trained on a summary reach on real data, beside every cheap
+alternative of the same size. One harness, used by ``farzi test``, the ``DownstreamEvaluation`` callback and
+``benchmarks/study.py``.
+
+Candidates (by name):
+
+- ``summary``: the distilled summary, fed to the learner as in the inner loop (``Feed``);
+- same-size baselines: ``random`` (real rows drawn uniformly, a new draw per seed), ``head`` (the most
+  active rows), ``teacher`` (random real rows whose targets are a full-data model's predictions);
+- references, no training: ``full`` (the full-data model itself: the teacher checkpoint), and the count
+  floors ``popularity`` (items by training frequency; seen items excluded like every scorer) and
+  ``unigram`` (words by training frequency).
+
+Protocol: for every (learner, candidate, seed) a fresh learner (``torch.manual_seed(seed)``) trains for
+``steps`` optimiser steps on the candidate; every ``eval_every`` steps (and at the last) it is scored on the
+validation split, and the split asked for is scored at the best validation point (early stopping: training
+on ~1,000 events overfits within tens of steps). Results are mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from .bilevel import inner_schedule, make_optimizer, train_steps
+from .inner import InnerOptimizer
+from .learner import Evaluator
+from .learners import build_learner
+from .summaries import Feed, Summary, make_baseline
+
+LEARNED = ("summary", "random", "head", "teacher")
+REFERENCES = ("full", "popularity", "unigram")
+CANDIDATES = LEARNED + REFERENCES
+
+
+class CountModel(nn.Module):
+    """The count floor as a learner: every position scores token t by ``log(count_t)`` (popularity / unigram)."""
+
+    def __init__(self, counts: Tensor, padding_idx: int | None = None) -> None:
+        super().__init__()
+        counts = counts.double().clamp_min(0.5)  # a token never seen in training keeps a finite score
+        if padding_idx is not None:
+            counts[padding_idx] = 0.5
+        self.register_buffer("log_p", torch.log(counts / counts.sum()).float())
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.log_p.expand(*tokens.shape[:2], -1)  # (B, L, V)
+
+
+@dataclass
+class Score:
+    """One (learner, candidate): per-seed values of each metric on the scored split, and the chosen steps."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)
+    best_steps: list[int] = field(default_factory=list)
+    curves: list[list[tuple[int, float]]] = field(default_factory=list)
+
+    def mean(self, metric: str) -> float:
+        return statistics.fmean(self.values[metric])
+
+    def std(self, metric: str) -> float:
+        v = self.values[metric]
+        return statistics.stdev(v) if len(v) > 1 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"values": self.values, "mean": {m: self.mean(m) for m in self.values},
+                "std": {m: self.std(m) for m in self.values}, "best_steps": self.best_steps, "curves": self.curves}
+
+
+class Downstream:
+    """The downstream-evaluation harness (see the module docstring).
+
+    Args:
+        candidates: what to evaluate (``summary``, ``random``, ``head``, ``teacher``, ``full``, ``popularity``,
+            ``unigram``); a name that does not apply to the data (``unigram`` on interactions) is skipped.
+        learners: extra architectures trained like the distillation learner, as ``{"class_path", "init_args"}``
+            (``vocab_size`` is filled in), e.g. an ``RNNLM`` for cross-architecture checks.
+        seeds: fresh initialisations per (learner, candidate).
+        optimizer: ``inner`` (the ``torch.optim`` twin of the inner optimiser), ``adam`` or ``sgd``.
+        lr: downstream learning rate (None: the inner loop's).
+        steps: downstream optimiser steps (None: the inner loop's T).
+        batch_size: summary sequences per step (None: the inner loop's).
+        eval_every: validate every this many steps (and at the last step); the best point is kept.
+        val_batches: validation batches per check (None: the whole split); the final split is always whole.
+        k: cut-off of HR@k / nDCG@k.
+    """
+
+    def __init__(self, candidates: list[str] | None = None, learners: list[dict] | None = None, seeds: int = 3,
+                 optimizer: Literal["inner", "adam", "sgd"] = "inner", lr: float | None = None,
+                 steps: int | None = None, batch_size: int | None = None, eval_every: int = 25,
+                 val_batches: int | None = None, k: int = 10) -> None:
+        candidates = list(candidates) if candidates is not None else ["summary", "random", "head"]
+        for name in candidates:
+            if name not in CANDIDATES:
+                raise ValueError(f"downstream candidates: unknown {name!r}; expected some of {', '.join(CANDIDATES)}")
+        for key, value in (("seeds", seeds), ("eval_every", eval_every), ("k", k)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"downstream {key} must be an integer >= 1, got {value!r}")
+        for key, value in (("steps", steps), ("batch_size", batch_size), ("val_batches", val_batches)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"downstream {key} must be None or an integer >= 1, got {value!r}")
+        if lr is not None and not lr > 0:
+            raise ValueError(f"downstream lr must be positive, got {lr}")
+        if optimizer not in ("inner", "adam", "sgd"):
+            raise ValueError(f"downstream optimizer must be inner, adam or sgd, got {optimizer!r}")
+        self.candidates, self.learners, self.seeds = candidates, list(learners or []), seeds
+        self.optimizer, self.lr, self.steps, self.batch_size = optimizer, lr, steps, batch_size
+        self.eval_every, self.val_batches, self.k = eval_every, val_batches, k
+        self._cache: dict[tuple, Score] = {}
+
+    # ---- the recipe ----
+
+    def recipe(self, inner: InnerOptimizer, inner_batch_size: int) -> dict[str, Any]:
+        """The resolved training recipe (what ``summary.pt`` records): optimiser, lr, steps, batch size."""
+        kind = self.optimizer
+        if kind == "inner":
+            kind = type(make_optimizer(inner, [torch.zeros(1, requires_grad=True)])).__name__.lower()
+        return {"optimizer": kind, "lr": self.lr or inner.lr, "steps": self.steps or inner.steps,
+                "batch_size": self.batch_size or inner_batch_size or None, "eval_every": self.eval_every,
+                "seeds": self.seeds, "betas": getattr(inner, "betas", (0.9, 0.999)), "eps": getattr(inner, "eps", 1e-8),
+                "momentum": getattr(inner, "momentum", 0.0)}
+
+    @staticmethod
+    def make_optimizer(recipe: dict[str, Any], params) -> torch.optim.Optimizer:
+        if recipe["optimizer"] == "sgd":
+            return torch.optim.SGD(params, lr=recipe["lr"], momentum=recipe["momentum"])
+        return torch.optim.Adam(params, lr=recipe["lr"], betas=tuple(recipe["betas"]), eps=recipe["eps"])
+
+    def learner_configs(self, learner: nn.Module) -> dict[str, dict]:
+        """``{name: config}``: the distillation learner first, then the extra architectures."""
+        configs = [learner.config()]
+        for extra in self.learners:
+            extra = copy.deepcopy(dict(extra))
+            extra.setdefault("init_args", {}).setdefault("vocab_size", learner.vocab_size)
+            configs.append(extra)
+        named: dict[str, dict] = {}
+        for config in configs:
+            base = config["class_path"].rpartition(".")[2].lower()
+            name, i = base, 2
+            while name in named:
+                name, i = f"{base}{i}", i + 1
+            named[name] = config
+        return named
+
+    # ---- evaluation ----
+
+    def evaluate(self, *, summary: Summary, feed: Feed, learner: nn.Module, inner: InnerOptimizer,
+                 inner_batch_size: int, data: Any, split: Literal["valid", "test"],
+                 teacher: nn.Module | None = None, candidates: list[str] | None = None,
+                 device: torch.device | str = "cpu", progress=None) -> dict[tuple[str, str], Score]:
+        """Score every (learner, candidate) on ``split``; baselines and references are computed once per split
+        and cached (they do not change while the summary does). Runs outside inference mode and leaves every
+        global random state as it found it."""
+        recipe = self.recipe(inner, inner_batch_size)
+        text = not _is_interactions(data)
+        results: dict[tuple[str, str], Score] = {}
+        learners = self.learner_configs(learner)
+        first = next(iter(learners))
+        with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(
+                devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
+            val = data.val_dataloader()
+            final = val if split == "valid" else data.test_dataloader()
+            for name in candidates or self.candidates:
+                if name in ("popularity", "unigram"):
+                    if (name == "popularity") == text:
+                        continue  # the floor of the other kind of data
+                    key = (first, name, split)
+                    if key not in self._cache:
+                        floor = CountModel(data.train_counts(), getattr(learner, "padding_idx", None)).to(device)
+                        self._cache[key] = self._reference(floor, final)
+                    results[(first, name)] = self._cache[key]
+                    continue
+                if name == "full":
+                    if teacher is None:
+                        continue
+                    key = ("full", name, split)
+                    if key not in self._cache:
+                        self._cache[key] = self._reference(teacher, final)
+                    results[(teacher.__class__.__name__.lower(), name)] = self._cache[key]
+                    continue
+                if name == "teacher" and teacher is None:
+                    continue
+                for lname, config in learners.items():
+                    key = (lname, name, split)
+                    if name != "summary" and key in self._cache:
+                        results[(lname, name)] = self._cache[key]
+                        continue
+                    score = Score()
+                    for seed in range(self.seeds):
+                        rows, candidate_feed = self._candidate(name, summary, feed, data, teacher, seed, device)
+                        fresh = self._fresh(config, seed, device)
+                        metrics, best_step, curve = self._train(fresh, rows, candidate_feed, recipe, seed, val,
+                                                                final, split, text)
+                        for metric, value in metrics.items():
+                            score.values.setdefault(metric, []).append(value)
+                        score.best_steps.append(best_step)
+                        score.curves.append(curve)
+                        if progress is not None:
+                            progress(f"{lname}/{name} seed {seed}: " + ", ".join(
+                                f"{m} {v:.4g}" for m, v in metrics.items()) + f" (best step {best_step})")
+                    if name != "summary":
+                        self._cache[key] = score
+                    results[(lname, name)] = score
+        return results
+
+    def _candidate(self, name: str, summary: Summary, feed: Feed, data: Any, teacher: nn.Module | None,
+                   seed: int, device) -> tuple[Tensor, Feed]:
+        """The candidate's distributions ``(n, L, V)`` and how they are fed (baselines: real tokens as inputs)."""
+        if name == "summary":
+            with torch.no_grad():
+                return summary().detach(), feed
+        baseline = make_baseline(name, summary.vocab_size, summary.num_sequences, summary.seq_len,
+                                 summary.padding_idx, data.real_sequences(), torch.Generator().manual_seed(seed),
+                                 teacher)
+        return baseline.to(device)().detach(), Feed("hard")
+
+    @staticmethod
+    def _fresh(config: dict, seed: int, device) -> nn.Module:
+        torch.manual_seed(seed)
+        return build_learner(config).to(device)
+
+    def _train(self, learner: nn.Module, rows: Tensor, feed: Feed, recipe: dict, seed: int, val: DataLoader,
+               final: DataLoader, split: str, text: bool) -> tuple[dict[str, float], int, list]:
+        """Train with validation every ``eval_every`` steps; score ``final`` at the best validation point."""
+        key = "ppl" if text else f"ndcg@{self.k}"
+        sign = -1.0 if text else 1.0
+        schedule = inner_schedule(len(rows), recipe["batch_size"] or len(rows), recipe["steps"],
+                                  torch.Generator().manual_seed(seed))
+        optimizer = self.make_optimizer(recipe, learner.parameters())
+        best: tuple[float, int, dict[str, Tensor]] = (-math.inf, 0, {})
+        curve: list[tuple[int, float]] = []
+        learner.eval()  # as in the inner loop: no dropout (its forward and reverse passes must agree)
+
+        def check(step: int) -> None:
+            nonlocal best
+            value = self.score(learner, val, self.val_batches)[key]
+            curve.append((step, value))
+            if sign * value > best[0]:
+                best = (sign * value, step, {k: v.detach().clone() for k, v in learner.state_dict().items()})
+
+        def after(step: int) -> None:
+            if step % self.eval_every == 0 or step == recipe["steps"]:
+                check(step)
+
+        train_steps(learner, rows, feed, optimizer, schedule, after)
+        learner.load_state_dict(best[2])
+        scored = {k: v for k, v in self.score(learner, final, None).items()}
+        return scored, best[1], curve
+
+    def _reference(self, model: nn.Module, loader: DataLoader) -> Score:
+        score = Score()
+        for metric, value in self.score(model, loader, None).items():
+            score.values[metric] = [value]
+        score.best_steps.append(0)
+        return score
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, loader: DataLoader, max_batches: int | None) -> dict[str, float]:
+        """Real-data metrics of ``model`` on ``loader`` (perplexity, or HR@k and nDCG@k with full ranking)."""
+        was_training = model.training
+        model.eval()
+        device = next(iter(model.buffers()), next(iter(model.parameters()), torch.empty(0))).device
+        evaluator = Evaluator(self.k).to(device)
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            evaluator.update(model, tuple(t.to(device) for t in batch))
+        model.train(was_training)
+        return {name.rpartition("/")[2]: float(v) for name, v in evaluator.compute("x").items()}
+
+
+def _is_interactions(data: Any) -> bool:
+    return hasattr(data, "num_items")
+
+
+def log_dict(results: dict[tuple[str, str], Score]) -> dict[str, float]:
+    """``downstream/<learner>/<candidate>/<metric>`` (mean) and ``.../<metric>_std`` for a logger."""
+    out = {}
+    for (lname, candidate), score in results.items():
+        for metric in score.values:
+            out[f"downstream/{lname}/{candidate}/{metric}"] = score.mean(metric)
+            out[f"downstream/{lname}/{candidate}/{metric}_std"] = score.std(metric)
+    return out
+
+
+def table(results: dict[tuple[str, str], Score]) -> str:
+    """A Markdown table of the results: one row per (learner, candidate), mean ± std per metric."""
+    metrics = sorted({m for s in results.values() for m in s.values})
+    lines = ["| learner | candidate | " + " | ".join(metrics) + " | best step |",
+             "|---" * (len(metrics) + 3) + "|"]
+    for (lname, candidate), score in results.items():
+        cells = [f"{score.mean(m):.4f} ± {score.std(m):.4f}" if m in score.values else "" for m in metrics]
+        steps = "/".join(str(s) for s in score.best_steps)
+        lines.append(f"| {lname} | {candidate} | " + " | ".join(cells) + f" | {steps} |")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Start points θ0 of an outer step, as plug-in components (``model.init_args.start`` in YAML).
+
+- ``TrajectoryStart``: a checkpoint drawn from a trajectory bank, within a window of its run (Farzi's Ω).
+- ``RandomStart``: a fresh initialisation of the learner each outer step (what a summary is used for).
+- ``SummaryWarmStart``: another start point, then k ~ U[0, K] plain optimiser steps on the current summary
+  without a graph, before the T differentiated ones: random-truncated backpropagation through time, so the
+  outer loop sees every stage of training on the summary while differentiating only a window of it.
+
+A new start point subclasses ``StartPoint`` and implements ``sample``; the module needs no change. Every draw
+comes from the ``generator`` the module passes (a function of seed, outer step and rank), so resume is exact.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from .bilevel import inner_schedule, make_optimizer, train_steps
+from .learners import build_learner
+from .trajectories import TrajectoryBank
+
+if TYPE_CHECKING:
+    from .module import FarziLightningModule
+
+
+class StartPoint(ABC):
+    """Base class: ``sample(module, generator) -> {name: tensor}``, the learner's parameters θ0."""
+
+    def setup(self, module: FarziLightningModule) -> None:
+        """Called once the module has its trainer and data (load banks, check compatibility)."""
+
+    @abstractmethod
+    def sample(self, module: FarziLightningModule, generator: torch.Generator) -> dict[str, Tensor]:
+        """θ0 for one outer step, on ``module.device``; draw randomness from ``generator`` only."""
+
+    def teacher(self, map_location: str | torch.device = "cpu") -> nn.Module | None:
+        """A full-data model this start point knows of (None: none)."""
+        return None
+
+
+class TrajectoryStart(StartPoint):
+    """A checkpoint drawn uniformly from a trajectory bank, restricted to a window of its run.
+
+    Args:
+        path: the bank directory (written by ``TrajectoryCheckpoint`` during full-data training).
+        min_fraction: sample checkpoints from at least this fraction of their run.
+        max_fraction: ... and at most this fraction (e.g. 0.3: the first 30% of training).
+        include_init: whether the runs' step-0 checkpoints may be sampled.
+    """
+
+    def __init__(self, path: str, min_fraction: float = 0.0, max_fraction: float = 1.0,
+                 include_init: bool = True) -> None:
+        self.path, self.min_fraction, self.max_fraction, self.include_init = path, min_fraction, max_fraction, include_init
+        self.bank: TrajectoryBank | None = None
+
+    def setup(self, module: FarziLightningModule) -> None:
+        data = module.trainer.datamodule
+        try:
+            self.bank = TrajectoryBank(self.path, fingerprint=getattr(data, "fingerprint", None),
+                                       vocab_size=getattr(data, "vocab_size", None), min_fraction=self.min_fraction,
+                                       max_fraction=self.max_fraction, include_init=self.include_init)
+            self.bank.check_compatible(module.learner)
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"model.init_args.start (TrajectoryStart path={self.path}): {err}") from err
+
+    def sample(self, module: FarziLightningModule, generator: torch.Generator) -> dict[str, Tensor]:
+        return self.bank.sample(generator, map_location=module.device)
+
+    def teacher(self, map_location: str | torch.device = "cpu") -> nn.Module | None:
+        return TrajectoryBank(self.path).model(map_location=map_location)
+
+
+class RandomStart(StartPoint):
+    """A fresh initialisation of the learner every outer step (drawn from the step's generator)."""
+
+    def sample(self, module: FarziLightningModule, generator: torch.Generator) -> dict[str, Tensor]:
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = build_learner(module.learner.config())
+        return {k: v.detach().to(module.device) for k, v in fresh.state_dict().items()}
+
+
+class SummaryWarmStart(StartPoint):
+    """``start``, then k ~ U[0, max_steps] plain steps on the current summary (no graph), with the ``torch.optim``
+    twin of the inner optimiser, the inner batch size and the module's ``Feed``. The inner optimiser then
+    starts from the result with fresh moments. With ``max_steps=0`` it is exactly ``start``.
+
+    Args:
+        start: the start point to warm (e.g. ``RandomStart``).
+        max_steps: K, the largest number of warm-up steps.
+    """
+
+    def __init__(self, start: StartPoint, max_steps: int = 100) -> None:
+        if not isinstance(max_steps, int) or max_steps < 0:
+            raise ValueError(f"SummaryWarmStart max_steps must be an integer >= 0, got {max_steps!r}")
+        self.start, self.max_steps = start, max_steps
+
+    def setup(self, module: FarziLightningModule) -> None:
+        self.start.setup(module)
+
+    def teacher(self, map_location: str | torch.device = "cpu") -> nn.Module | None:
+        return self.start.teacher(map_location)
+
+    def sample(self, module: FarziLightningModule, generator: torch.Generator) -> dict[str, Tensor]:
+        theta = self.start.sample(module, generator)
+        steps = int(torch.randint(self.max_steps + 1, (1,), generator=generator))
+        if steps == 0:
+            return theta
+        learner = module.learner_copy()
+        learner.load_state_dict(theta)
+        learner.eval()  # as in the inner loop
+        summary = module.summary
+        schedule = inner_schedule(summary.num_sequences, module.hparams.inner_batch_size, steps, generator)
+        with torch.no_grad():
+            rows = summary().detach()  # (n, L, V)
+        with torch.enable_grad():
+            train_steps(learner, rows, module.feed, make_optimizer(module.inner, learner.parameters()),
+                        schedule.to(rows.device))
+        return {k: v.detach().clone() for k, v in learner.state_dict().items()}
