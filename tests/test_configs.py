@@ -12,12 +12,13 @@ from cli_utils import CONFIGS, ROOT, SHORT_DOWNSTREAM, run
 
 def bank_maker(config):
     """The pretrain config whose TrajectoryCheckpoint writes the bank that ``config`` reads (None: reads none)."""
-    start = yaml.safe_load(config.read_text())["model"]["init_args"].get("start")
-    while start is not None and "path" not in start.get("init_args", {}):
+    init_args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    start, bank = init_args.get("start"), init_args.get("teacher")
+    while bank is None and start is not None:
+        bank = start.get("init_args", {}).get("path")
         start = start.get("init_args", {}).get("start")  # a wrapper such as SummaryWarmStart
-    if start is None:
+    if bank is None:
         return None
-    bank = start["init_args"]["path"]
     for other in CONFIGS:
         callbacks = yaml.safe_load(other.read_text()).get("trainer", {}).get("callbacks", [])
         writers = [c for c in callbacks if c["class_path"].endswith("TrajectoryCheckpoint")]
@@ -47,10 +48,10 @@ def test_config_runs_tiny(config, tmp_path, monkeypatch, data_dir):
     monkeypatch.setenv("FARZI_DATA_DIR", str(data_dir))
     if (pretrain := bank_maker(config)) is not None:
         run("fit", config=pretrain)  # a tiny bank of the tiny learner, as the distillation config expects
-    cli = run("fit", config=ROOT / config)
+    short = SHORT_DOWNSTREAM if pretrain else []  # distillation: brief downstream training
+    cli = run("fit", *short, config=ROOT / config)
     assert cli.trainer.global_step > 0
     ckpt = max(tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    short = SHORT_DOWNSTREAM if pretrain else []  # distillation: brief downstream training
     tested = run("test", f"--ckpt_path={ckpt}", *short, config=ROOT / config)
     metrics = tested.trainer.callback_metrics
     assert any(k.startswith(("test/", "downstream/")) for k in metrics), metrics

@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from farzi_lightning import load_summary
+from farzi_lightning.callbacks import DownstreamEvaluation
 from farzi_lightning.cli import build
 
 from cli_utils import ROOT, SHORT_DOWNSTREAM, run, working_in
@@ -38,13 +40,13 @@ class CaptureStart(Callback):
 
 
 def fit(*args: str):
-    cli = run("fit", "--trainer.max_steps=3", *args, config=DISTIL)
+    cli = run("fit", "--trainer.max_steps=3", *SHORT_DOWNSTREAM, *args, config=DISTIL)
     return cli, Path(cli.trainer.log_dir)
 
 
 def test_fit_updates_summary_exports_and_logs(in_workdir):
     cli = build(["--config", str(DISTIL), "--config", str(ROOT / "configs/overrides/tiny.yaml"),
-                 "--trainer.max_steps=3"], run=False)
+                 "--trainer.max_steps=3", *SHORT_DOWNSTREAM], run=False)
     capture = CaptureStart()
     cli.trainer.callbacks.append(capture)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -56,6 +58,12 @@ def test_fit_updates_summary_exports_and_logs(in_workdir):
     exported = torch.load(log_dir / "checkpoints" / "summary.pt", weights_only=True)
     assert exported["tokens"].shape == (20, 51) and len(exported["vocabulary"]) == 1683
     assert torch.equal(exported["tokens"], cli.model.summary.decode())
+    # Self-describing: the Summary, its feed, the learner and the downstream recipe from the file alone.
+    loaded = load_summary(log_dir / "checkpoints" / "summary.pt")
+    assert type(loaded) is type(cli.model.summary)
+    torch.testing.assert_close(loaded(), cli.model.summary(), rtol=0, atol=0)
+    assert loaded.feed.config() == cli.model.feed.config() and loaded.learner_config == cli.model.learner.config()
+    assert loaded.recipe["steps"] == 10 and loaded.recipe["optimizer"] == "adam"
     text = (log_dir / "checkpoints" / "summary.txt").read_text().splitlines()
     assert len(text) == 20 and all(len(line.split()) == 51 for line in text)
     events = EventAccumulator(str(log_dir)).Reload()
@@ -64,6 +72,26 @@ def test_fit_updates_summary_exports_and_logs(in_workdir):
                 "summary/entropy", "summary/effective_vocab", "time/seconds_per_step"):
         assert tag in scalars, tag
     assert len(events.Scalars("train/outer_loss")) == 3
+    assert len(events.Scalars("downstream/sasrec/summary/hr@10")) == 2  # DownstreamEvaluation: start and end
+
+
+def test_downstream_callback_leaves_the_distillation_unchanged(in_workdir):
+    summaries = []
+    for every in (1, None):
+        cli = build(["--config", str(DISTIL), "--config", str(ROOT / "configs/overrides/tiny.yaml"),
+                     "--trainer.max_steps=3", *SHORT_DOWNSTREAM], run=False)
+        callbacks = [c for c in cli.trainer.callbacks if isinstance(c, DownstreamEvaluation)]
+        assert len(callbacks) == 1
+        if every is None:
+            cli.trainer.callbacks.remove(callbacks[0])
+        else:
+            callbacks[0].every_n_steps = every
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        summaries.append(cli.model.summary.state_dict())
+        if every is not None:
+            assert [h["step"] for h in callbacks[0].history] == [0, 1, 2, 3]
+    for k, v in summaries[0].items():
+        torch.testing.assert_close(summaries[1][k], v, rtol=0, atol=0)
 
 
 def test_farzi_test_trains_fresh_learners_and_reports_real_metrics(in_workdir):

@@ -1,0 +1,187 @@
+"""Quality study: a named grid of distillation settings, each distilled and scored by the downstream harness.
+
+    FARZI_DATA_DIR=../shared/data python benchmarks/study.py benchmarks/studies/ml100k_small.yaml
+    python benchmarks/study.py benchmarks/studies/ml100k_small.yaml --report   # tables + plots from the JSON
+
+A grid YAML names ``configs`` (stacked like ``--config``), ``common`` CLI overrides, ``every_n_steps`` (how
+often the ``DownstreamEvaluation`` callback scores the summary on the validation split) and ``variants``
+(name -> extra overrides). For each variant it fits (resuming from its ``last.ckpt`` when one exists), then
+scores the summary on the test split at the end. The same-size baselines and floors are scored once, with the
+first variant's settings. Everything lands under ``docs/results/<name>/`` as it goes: ``<variant>.json``
+(validation history, test scores, seconds), ``baselines.json``, ``<variant>.summary.pt``, and after each
+variant ``results.md`` (tables) and ``curves.png`` (validation metric against outer step). Settings are chosen
+on validation; the test column is reported, never tuned on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from farzi_lightning.callbacks import DownstreamEvaluation
+from farzi_lightning.cli import build
+from farzi_lightning.trajectories import TrajectoryBank, atomic_write
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_json(path: Path, value) -> None:
+    text = json.dumps(value, indent=1)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def cli_for(grid: dict, variant: list[str], run_dir: Path, stage: str = "fit"):
+    args = [stage]
+    for config in grid["configs"]:
+        args += ["--config", str(ROOT / config)]
+    args += list(grid.get("common", [])) + list(variant)
+    args += [f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false",
+             "--trainer.enable_model_summary=false"]
+    return build(args, run=False)
+
+
+def summary_scores(results) -> dict:
+    return {f"{lname}/{cand}": score.as_dict() for (lname, cand), score in results.items()}
+
+
+def run_variant(grid: dict, name: str, out: Path, runs: Path) -> None:
+    record_path = out / f"{name}.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if "test" in record:
+        print(f"[{name}] done already", flush=True)
+        return
+    run_dir = runs / name
+    cli = cli_for(grid, grid["variants"][name] or [], run_dir)
+    checkpoint = cli.trainer.checkpoint_callback
+    checkpoint.dirpath = str(run_dir / "checkpoints")
+    history = out / f"{name}.history.json"
+    callback = DownstreamEvaluation(every_n_steps=grid.get("every_n_steps", 20), candidates=["summary"],
+                                    results_file=str(history))
+    cli.trainer.callbacks.append(callback)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    started = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)
+    fit_seconds = time.perf_counter() - started + record.get("fit_seconds", 0.0)
+    record = {"variant": grid["variants"][name], "fit_seconds": fit_seconds, "outer_steps": cli.trainer.global_step,
+              "valid": callback.history}
+    write_json(record_path, record)
+    started = time.perf_counter()
+    results = cli.model.evaluate_downstream("test", ["summary"])
+    record["test"] = summary_scores(results)
+    record["test_seconds"] = time.perf_counter() - started
+    write_json(record_path, record)
+    exported = run_dir / "checkpoints" / "summary.pt"
+    if exported.exists():
+        shutil.copyfile(exported, out / f"{name}.summary.pt")
+    print(f"[{name}] fit {fit_seconds:.0f} s, test {record['test']}", flush=True)
+
+
+def run_baselines(grid: dict, out: Path, runs: Path) -> None:
+    path = out / "baselines.json"
+    if path.exists():
+        return
+    first = next(iter(grid["variants"]))
+    cli = cli_for(grid, grid["variants"][first] or [], runs / "_baselines")
+    module = cli.model
+    teacher = TrajectoryBank(module.hparams.teacher).model() if module.hparams.teacher else module.start.teacher()
+    candidates = [c for c in module.downstream.candidates if c != "summary"]
+    record = {}
+    for split in ("valid", "test"):
+        started = time.perf_counter()
+        results = module.downstream.evaluate(summary=module.summary, feed=module.feed, learner=module.learner,
+                                             inner=module.inner, inner_batch_size=module.hparams.inner_batch_size,
+                                             data=cli.datamodule, split=split, teacher=teacher, candidates=candidates,
+                                             progress=print)
+        record[split] = summary_scores(results)
+        record[f"{split}_seconds"] = time.perf_counter() - started
+    record["recipe"] = module.downstream.recipe(module.inner, module.hparams.inner_batch_size)
+    write_json(path, record)
+
+
+def report(grid: dict, out: Path) -> None:
+    baselines = json.loads((out / "baselines.json").read_text()) if (out / "baselines.json").exists() else {}
+    records = {n: json.loads((out / f"{n}.json").read_text()) for n in grid["variants"] if (out / f"{n}.json").exists()}
+    metric = grid.get("metric", "hr@10")
+    lines = [f"# Study `{grid['name']}`", "", f"Grid: `{grid['file']}`. Command: `python benchmarks/study.py "
+             f"{grid['file']}`.", "", f"Metric: {metric}, mean ± std over downstream seeds (fresh learners); "
+             "valid = at the end of distillation, test = at the best validation point of downstream training.", "",
+             "| candidate | outer steps | fit s | valid (start) | valid (end) | test |", "|---|---|---|---|---|---|"]
+
+    def cell(scores: dict, key: str | None = None) -> str:
+        for name, score in scores.items():
+            if key is None or name.endswith("/" + key):
+                if metric in score["mean"]:
+                    return f"{score['mean'][metric]:.4f} ± {score['std'][metric]:.4f}"
+        return ""
+
+    for name, rec in records.items():
+        valid = rec.get("valid", [])
+        start = cell(valid[0]["scores"]) if valid else ""
+        end = cell(valid[-1]["scores"]) if valid else ""
+        lines.append(f"| {name} | {rec.get('outer_steps', '')} | {rec.get('fit_seconds', 0):.0f} | {start} | {end} | "
+                     f"{cell(rec.get('test', {}))} |")
+    for key in baselines.get("valid", {}):
+        cand = key.rpartition("/")[2]
+        lines.append(f"| baseline `{key}` | | | | {cell({key: baselines['valid'][key]})} | "
+                     f"{cell({key: baselines['test'][key]})} |")
+    atomic_write(out / "results.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    plot(grid, records, baselines, out, metric)
+
+
+def plot(grid: dict, records: dict, baselines: dict, out: Path, metric: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no curves.png (pip install matplotlib)", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rec in records.items():
+        points = [(h["step"], s["mean"][metric]) for h in rec.get("valid", []) for s in h["scores"].values()
+                  if metric in s["mean"]]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=name)
+    for key, score in baselines.get("valid", {}).items():
+        if metric in score["mean"]:
+            ax.axhline(score["mean"][metric], linestyle="--", linewidth=1, color="grey")
+            ax.annotate(key.rpartition("/")[2], (0, score["mean"][metric]), fontsize=7, color="grey")
+    ax.set_xlabel("outer step")
+    ax.set_ylabel(f"validation {metric} (fresh learner)")
+    ax.set_title(f"{grid['name']}: summary vs same-size baselines")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png.tmp", format="png", dpi=110)
+    Path(out / "curves.png.tmp").replace(out / "curves.png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("grid", help="the study's YAML")
+    parser.add_argument("--only", nargs="*", help="run only these variants")
+    parser.add_argument("--report", action="store_true", help="only rebuild results.md and curves.png")
+    args = parser.parse_args()
+    grid = yaml.safe_load(Path(args.grid).read_text())
+    grid["file"] = str(Path(args.grid))
+    out = ROOT / "docs" / "results" / grid["name"]
+    runs = ROOT / "runs" / "study" / grid["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        run_baselines(grid, out, runs)
+        report(grid, out)
+        for name in args.only or grid["variants"]:
+            run_variant(grid, name, out, runs)
+            report(grid, out)
+    report(grid, out)
+
+
+if __name__ == "__main__":
+    main()

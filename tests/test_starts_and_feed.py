@@ -1,0 +1,144 @@
+"""Start points (plug-in θ0), how a summary feeds a learner, and summary initialisation from any baseline."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from farzi_lightning import bilevel
+from farzi_lightning.inner import ReverseAdam
+from farzi_lightning.learners import SASRec
+from farzi_lightning.starts import RandomStart, StartPoint, SummaryWarmStart
+from farzi_lightning.summaries import Feed, LatentSummary, TokenSummary, make_baseline
+
+V = 12
+
+
+def fake_module(summary_cls=TokenSummary, feed: Feed | None = None):
+    """What start points read from a FarziLightningModule: learner, summary, feed, inner, batch size, device."""
+    import copy
+
+    learner = SASRec(V, d_model=8, n_layers=1, n_heads=1, max_len=5).requires_grad_(False).eval()
+    summary = summary_cls(V, 4, 6, padding_idx=0)
+    summary.initialize(torch.randint(1, V, (10, 6)), torch.Generator().manual_seed(0))
+    holder = SimpleNamespace(learner=learner, summary=summary, feed=feed or Feed(), device=torch.device("cpu"),
+                             inner=ReverseAdam(lr=0.01, steps=3), hparams=SimpleNamespace(inner_batch_size=2))
+    holder.learner_copy = lambda: copy.deepcopy(learner).requires_grad_(True)
+    return holder
+
+
+def test_random_start_is_a_function_of_the_generator_only():
+    module = fake_module()
+    a = RandomStart().sample(module, torch.Generator().manual_seed(5))
+    torch.manual_seed(99)  # global state must not matter
+    b = RandomStart().sample(module, torch.Generator().manual_seed(5))
+    c = RandomStart().sample(module, torch.Generator().manual_seed(6))
+    assert a.keys() == dict(module.learner.state_dict()).keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_warm_start_with_k_zero_equals_the_start_it_wraps():
+    module = fake_module()
+    plain = RandomStart().sample(module, torch.Generator().manual_seed(1))
+    warm = SummaryWarmStart(RandomStart(), max_steps=0).sample(module, torch.Generator().manual_seed(1))
+    assert all(torch.equal(plain[k], warm[k]) for k in plain)
+
+
+def test_warm_start_trains_k_steps_on_the_summary_like_the_inner_loop():
+    module = fake_module(feed=Feed("hard"))
+    warm = SummaryWarmStart(RandomStart(), max_steps=7).sample(module, torch.Generator().manual_seed(2))
+    # The same draws by hand: θ0 from RandomStart, k ~ U[0, 7], the schedule, then k Adam steps.
+    generator = torch.Generator().manual_seed(2)
+    theta = RandomStart().sample(module, generator)
+    k = int(torch.randint(8, (1,), generator=generator))
+    assert k > 0
+    schedule = bilevel.inner_schedule(4, 2, k, generator)
+    learner = module.learner_copy()
+    learner.load_state_dict(theta)
+    learner.eval()
+    optimizer = torch.optim.Adam(learner.parameters(), lr=0.01)
+    rows = module.summary().detach()
+    for batch in schedule:
+        optimizer.zero_grad()
+        inputs = F.one_hot(rows[batch][:, :-1].argmax(-1), V).float()
+        bilevel.next_token_loss(learner(inputs), rows[batch][:, 1:]).backward()
+        optimizer.step()
+    for name, value in learner.state_dict().items():
+        torch.testing.assert_close(warm[name], value, rtol=0, atol=0)
+    assert any(not torch.equal(warm[k_], theta[k_]) for k_ in theta)
+
+
+def test_start_point_is_an_extension_point():
+    class Zeros(StartPoint):
+        def sample(self, module, generator):
+            return {k: torch.zeros_like(v) for k, v in module.learner.state_dict().items()}
+
+    module = fake_module()
+    theta = SummaryWarmStart(Zeros(), max_steps=3).sample(module, torch.Generator().manual_seed(0))
+    assert theta.keys() == dict(module.learner.state_dict()).keys()
+    with pytest.raises(TypeError):
+        StartPoint()  # abstract: sample must be implemented
+    with pytest.raises(ValueError, match="max_steps"):
+        SummaryWarmStart(RandomStart(), max_steps=-1)
+
+
+def test_feed_modes():
+    logits = torch.randn(3, 5, V, requires_grad=True)
+    probs = torch.softmax(logits, -1)
+    soft_in, soft_out = Feed("soft")(probs)
+    torch.testing.assert_close(soft_in, probs[:, :-1])
+    torch.testing.assert_close(soft_out, probs[:, 1:])
+    hard_in, hard_out = Feed("hard")(probs)
+    assert torch.equal(hard_in, F.one_hot(probs[:, :-1].argmax(-1), V).float()) and not hard_in.requires_grad
+    torch.testing.assert_close(hard_out, probs[:, 1:])
+    st_in, _ = Feed("straight_through")(probs)
+    torch.testing.assert_close(st_in.detach(), hard_in)  # forward: hard (up to hard + p - p rounding)
+    weights = torch.randn(3, 4, V)
+    (g_st,) = torch.autograd.grad((st_in * weights).sum(), logits, retain_graph=True)
+    (g_soft,) = torch.autograd.grad((soft_in * weights).sum(), logits)
+    torch.testing.assert_close(g_st, g_soft)  # backward: soft
+    sharp_in, sharp_out = Feed("soft", input_temperature=0.5, target_temperature=2.0)(probs)
+    torch.testing.assert_close(sharp_in, torch.softmax(2 * torch.log(probs[:, :-1]), -1))
+    torch.testing.assert_close(sharp_out, torch.softmax(0.5 * torch.log(probs[:, 1:]), -1))
+    for kwargs, match in (({"input_mode": "gumbel"}, "input_mode"), ({"target_temperature": 0}, "target_temp")):
+        with pytest.raises(ValueError, match=match):
+            Feed(**kwargs)
+
+
+def test_inner_loss_uses_the_feed():
+    module = fake_module()
+    schedule = bilevel.inner_schedule(4, 2, 3, torch.Generator().manual_seed(0))
+    params = {k: v.clone() for k, v in module.learner.state_dict().items()}
+    hyper = tuple(p.detach().requires_grad_(True) for p in module.summary.parameters())
+    soft = bilevel.inner_loss(module.learner, module.summary, schedule, Feed("soft"))(params, hyper, 0)
+    hard = bilevel.inner_loss(module.learner, module.summary, schedule, Feed("hard"))(params, hyper, 0)
+    probs = module.summary(schedule[0])
+    inputs = F.one_hot(probs[:, :-1].argmax(-1), V).float()
+    expected = bilevel.next_token_loss(module.learner(inputs), probs[:, 1:])
+    torch.testing.assert_close(hard, expected)
+    assert not torch.isclose(soft, hard)
+
+
+@pytest.mark.parametrize("init", ["random", "head"])
+@pytest.mark.parametrize("cls", [LatentSummary, TokenSummary])
+def test_summary_starts_from_the_named_baseline(cls, init):
+    real = torch.randint(1, V, (15, 8))
+    summary = cls(V, 4, 6, init=init, padding_idx=0)
+    summary.initialize(real, torch.Generator().manual_seed(4))
+    baseline = make_baseline(init, V, 4, 6, 0, real, torch.Generator().manual_seed(4))
+    assert torch.equal(summary.decode(), baseline.tokens)
+
+
+def test_token_summary_from_teacher_reproduces_the_teacher_baseline():
+    torch.manual_seed(0)
+    real = torch.randint(1, V, (15, 8))
+    teacher = SASRec(V, d_model=8, n_layers=1, n_heads=1, max_len=8)
+    summary = TokenSummary(V, 4, 6, init="teacher", padding_idx=0)
+    summary.initialize(real, torch.Generator().manual_seed(4), teacher)
+    baseline = make_baseline("teacher", V, 4, 6, 0, real, torch.Generator().manual_seed(4), teacher)
+    torch.testing.assert_close(summary()[:, 1:], baseline()[:, 1:], rtol=0, atol=1e-5)
+    assert torch.equal(summary.decode(), baseline.tokens)
