@@ -36,8 +36,8 @@ def write_json(path: Path, value) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def cli_for(grid: dict, variant: list[str], run_dir: Path, stage: str = "fit"):
-    args = [stage]
+def cli_for(grid: dict, variant: list[str], run_dir: Path):
+    args = []
     for config in grid["configs"]:
         args += ["--config", str(ROOT / config)]
     args += list(grid.get("common", [])) + list(variant)
@@ -73,6 +73,9 @@ def run_variant(grid: dict, name: str, out: Path, runs: Path) -> None:
     write_json(record_path, record)
     started = time.perf_counter()
     results = cli.model.evaluate_downstream("test", ["summary"])
+    cross = test_learners(grid, cli.model)
+    if cross:
+        results.update(evaluate(cli.model, cli.datamodule, "test", ["summary"], None, learners=cross))
     record["test"] = summary_scores(results)
     record["test_seconds"] = time.perf_counter() - started
     write_json(record_path, record)
@@ -82,26 +85,44 @@ def run_variant(grid: dict, name: str, out: Path, runs: Path) -> None:
     print(f"[{name}] fit {fit_seconds:.0f} s, test {record['test']}", flush=True)
 
 
+def test_learners(grid: dict, module) -> list[str]:
+    """Names of the grid's extra (cross-architecture) learners, added to the module's harness: scored on the
+    test split only, so the validation curves stay cheap."""
+    extra = grid.get("test_learners") or []
+    if not extra:
+        return []
+    before = set(module.downstream.learner_configs(module.learner))
+    module.downstream.learners = list(extra)
+    return [n for n in module.downstream.learner_configs(module.learner) if n not in before]
+
+
+def evaluate(module, data, split: str, candidates: list[str], teacher, learners: list[str] | None = None):
+    if teacher is None and module.hparams.teacher:
+        teacher = TrajectoryBank(module.hparams.teacher).model()
+    return module.downstream.evaluate(summary=module.summary, feed=module.feed, learner=module.learner,
+                                      inner=module.inner, inner_batch_size=module.hparams.inner_batch_size,
+                                      data=data, split=split, teacher=teacher or module.start.teacher(),
+                                      candidates=candidates, progress=print, learners=learners)
+
+
 def run_baselines(grid: dict, out: Path, runs: Path) -> None:
     path = out / "baselines.json"
-    if path.exists():
-        return
+    record = json.loads(path.read_text()) if path.exists() else {}
     first = next(iter(grid["variants"]))
     cli = cli_for(grid, grid["variants"][first] or [], runs / "_baselines")
     module = cli.model
-    teacher = TrajectoryBank(module.hparams.teacher).model() if module.hparams.teacher else module.start.teacher()
     candidates = [c for c in module.downstream.candidates if c != "summary"]
-    record = {}
-    for split in ("valid", "test"):
-        started = time.perf_counter()
-        results = module.downstream.evaluate(summary=module.summary, feed=module.feed, learner=module.learner,
-                                             inner=module.inner, inner_batch_size=module.hparams.inner_batch_size,
-                                             data=cli.datamodule, split=split, teacher=teacher, candidates=candidates,
-                                             progress=print)
-        record[split] = summary_scores(results)
-        record[f"{split}_seconds"] = time.perf_counter() - started
-    record["recipe"] = module.downstream.recipe(module.inner, module.hparams.inner_batch_size)
-    write_json(path, record)
+    if "test" not in record:
+        for split in ("valid", "test"):
+            started = time.perf_counter()
+            record[split] = summary_scores(evaluate(module, cli.datamodule, split, candidates, None))
+            record[f"{split}_seconds"] = time.perf_counter() - started
+        record["recipe"] = module.downstream.recipe(module.inner, module.hparams.inner_batch_size)
+        write_json(path, record)
+    cross = [n for n in test_learners(grid, module) if not any(k.startswith(n + "/") for k in record["test"])]
+    if cross:
+        record["test"].update(summary_scores(evaluate(module, cli.datamodule, "test", candidates, None, cross)))
+        write_json(path, record)
 
 
 def report(grid: dict, out: Path) -> None:

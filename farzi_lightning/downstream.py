@@ -154,20 +154,25 @@ class Downstream:
     def evaluate(self, *, summary: Summary, feed: Feed, learner: nn.Module, inner: InnerOptimizer,
                  inner_batch_size: int, data: Any, split: Literal["valid", "test"],
                  teacher: nn.Module | None = None, candidates: list[str] | None = None,
-                 device: torch.device | str = "cpu", progress=None) -> dict[tuple[str, str], Score]:
+                 device: torch.device | str = "cpu", progress=None,
+                 learners: list[str] | None = None) -> dict[tuple[str, str], Score]:
         """Score every (learner, candidate) on ``split``; baselines and references are computed once per split
-        and cached (they do not change while the summary does). Runs outside inference mode and leaves every
-        global random state as it found it."""
+        and cached (they do not change while the summary does). ``learners`` restricts the learners by name
+        (``learner_configs``). Runs outside inference mode and leaves every global random state as it found
+        it."""
         recipe = self.recipe(inner, inner_batch_size)
         text = not _is_interactions(data)
         results: dict[tuple[str, str], Score] = {}
-        learners = self.learner_configs(learner)
-        first = next(iter(learners))
+        named = self.learner_configs(learner)
+        first = next(iter(named))
+        learners = {n: c for n, c in named.items() if learners is None or n in learners}
         with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(
                 devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
             val = data.val_dataloader()
             final = val if split == "valid" else data.test_dataloader()
             for name in candidates or self.candidates:
+                if name in ("popularity", "unigram", "full") and first not in learners:
+                    continue  # references belong to the distillation learner's rows
                 if name in ("popularity", "unigram"):
                     if (name == "popularity") == text:
                         continue  # the floor of the other kind of data
