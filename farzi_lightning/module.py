@@ -52,6 +52,8 @@ class FarziLightningModule(LightningModule):
         inner_batch_size: summary sequences per inner step (0: all).
         optimizer: the outer optimiser over the summary's parameters.
         lr_scheduler: optional schedule of the outer learning rate, stepped every outer step.
+        gradient_clip_val: clip the meta-gradient's total norm to this (None: no clipping). Lightning's own
+            ``trainer.gradient_clip_val`` is refused under manual optimisation, so the module takes it.
         downstream: the downstream-evaluation harness of ``farzi test`` and the ``DownstreamEvaluation``
             callback (None: ``Downstream()`` defaults).
     """
@@ -60,7 +62,7 @@ class FarziLightningModule(LightningModule):
                  start: StartPoint | None = None, input_mode: InputMode = "soft", input_temperature: float = 1.0,
                  target_temperature: float = 1.0, teacher: str | None = None, inner_batch_size: int = 0,
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
-                 downstream: Downstream | None = None) -> None:
+                 gradient_clip_val: float | None = None, downstream: Downstream | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["learner", "summary", "inner_optimizer", "start", "downstream"])
         self.automatic_optimization = False
@@ -73,6 +75,8 @@ class FarziLightningModule(LightningModule):
             raise ValueError(f"model.init_args.summary.init_args.seq_len={self.summary.seq_len} needs the learner to "
                              f"read {self.summary.seq_len - 1} tokens, but model.init_args.learner.init_args.max_len="
                              f"{max_len}")
+        if gradient_clip_val is not None and not gradient_clip_val > 0:
+            raise ValueError(f"model.init_args.gradient_clip_val must be positive or null, got {gradient_clip_val}")
         try:
             self.feed = Feed(input_mode, input_temperature, target_temperature)
         except ValueError as err:
@@ -89,6 +93,8 @@ class FarziLightningModule(LightningModule):
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
         self.start.setup(self)
+        if self.hparams.teacher is not None:
+            self.teacher_model()  # a bank made on other data fails here, before any training
         if stage == "fit" and isinstance(self.start, RandomStart):
             rank_zero_info("FarziLightningModule: every outer step starts from a fresh initialisation (RandomStart)")
         if stage == "fit":
@@ -105,8 +111,11 @@ class FarziLightningModule(LightningModule):
         if "teacher" not in self._aux:
             model = None
             if self.hparams.teacher is not None:
+                data = self.trainer.datamodule
                 try:
-                    model = TrajectoryBank(self.hparams.teacher).model(map_location=self.device)
+                    bank = TrajectoryBank(self.hparams.teacher, fingerprint=getattr(data, "fingerprint", None),
+                                          vocab_size=getattr(data, "vocab_size", None))
+                    model = bank.model(map_location=self.device)
                 except (ValueError, FileNotFoundError) as err:
                     raise type(err)(f"model.init_args.teacher: {err}") from err
             else:
@@ -169,8 +178,9 @@ class FarziLightningModule(LightningModule):
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
                 p.grad /= self.trainer.world_size
         grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in (p.grad for p in hyper)]))
-        self.clip_gradients(optimizer, gradient_clip_val=self.trainer.gradient_clip_val,
-                            gradient_clip_algorithm=self.trainer.gradient_clip_algorithm)
+        if self.hparams.gradient_clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
+                                gradient_clip_algorithm="norm")
         optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:

@@ -123,8 +123,13 @@ def test_bad_configs_fail_before_training_naming_the_key(in_workdir, tmp_path, c
     bank = tmp_path / "bank"
     bank.mkdir()
     (bank / "manifest.json").write_text(json.dumps({"vocab_size": 5, "fingerprint": "x", "entries": []}))
-    with pytest.raises(ValueError, match=r"model.init_args.start .*vocab_size=5.*1683"):
-        fit(f"--model.init_args.start.init_args.path={bank}")
+    with pytest.raises(ValueError, match=r"model.init_args.teacher: .*vocab_size=5.*1683"):
+        fit(f"--model.init_args.teacher={bank}")
+    with pytest.raises(ValueError, match=r"model.init_args.gradient_clip_val must be positive"):
+        fit("--model.init_args.gradient_clip_val=-1")
+    with pytest.raises(SystemExit):
+        fit("--model.init_args.input_mode=gumbel")
+    assert "input_mode" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         fit("--model.init_args.summary.class_path=farzi_lightning.summaries.NoSuchSummary")
     assert "NoSuchSummary" in capsys.readouterr().err

@@ -142,3 +142,13 @@ def test_token_summary_from_teacher_reproduces_the_teacher_baseline():
     baseline = make_baseline("teacher", V, 4, 6, 0, real, torch.Generator().manual_seed(4), teacher)
     torch.testing.assert_close(summary()[:, 1:], baseline()[:, 1:], rtol=0, atol=1e-5)
     assert torch.equal(summary.decode(), baseline.tokens)
+
+
+@pytest.mark.parametrize("n, V_big", [(4, 12), (60, 400)])  # full SVD, and the randomized one on a wide matrix
+def test_latent_summary_fits_low_rank_distributions_exactly(n, V_big):
+    torch.manual_seed(0)
+    logits = 0.5 * torch.randn(n * 6, 3) @ torch.randn(3, V_big)  # rank 3 (4 after centring), above the floor
+    probs = torch.softmax(logits, -1).view(n, 6, V_big)
+    summary = LatentSummary(V_big, n, 6, latent_dim=5)
+    summary.load_rows(probs.argmax(-1), probs, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(summary(), probs, rtol=1e-4, atol=1e-6)

@@ -63,8 +63,16 @@ class LatentSummary(Summary):
             return
         logp = torch.log(probs.clamp_min(math.exp(-3 * self.init_scale))).reshape(-1, self.vocab_size)
         logp = logp - logp.mean(-1, keepdim=True)  # softmax ignores a constant per row
-        u, s, vh = torch.linalg.svd(logp.double(), full_matrices=False)
         d = self.z.shape[-1]
-        root = s[:d].sqrt()
-        self.z.copy_((u[:, :d] * root).reshape(self.z.shape).to(self.z.dtype) * self.temperature ** 0.5)
-        self.m.copy_((root[:, None] * vh[:d]).to(self.m.dtype) * self.temperature ** 0.5)
+        if min(logp.shape) <= 4 * d:
+            u, s, vh = torch.linalg.svd(logp.double(), full_matrices=False)
+            u, s, v = u[:, :d], s[:d], vh[:d].T
+        else:  # randomized: exact when the rank is at most d + 8, and far faster on n·L × V matrices
+            generator_state = torch.get_rng_state()
+            torch.manual_seed(0)
+            u, s, v = torch.svd_lowrank(logp.double(), q=d + 8, niter=4)
+            torch.set_rng_state(generator_state)
+            u, s, v = u[:, :d], s[:d], v[:, :d]
+        root = s.sqrt()
+        self.z.copy_((u * root).reshape(self.z.shape).to(self.z.dtype) * self.temperature ** 0.5)
+        self.m.copy_((root[:, None] * v.T).to(self.m.dtype) * self.temperature ** 0.5)
