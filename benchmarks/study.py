@@ -61,6 +61,8 @@ def run_variant(grid: dict, name: str, out: Path, runs: Path) -> None:
     checkpoint = cli.trainer.checkpoint_callback
     checkpoint.dirpath = str(run_dir / "checkpoints")
     history = out / f"{name}.history.json"
+    # The config's own DownstreamEvaluation (if any) is replaced: one evaluation per check.
+    cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, DownstreamEvaluation)]
     callback = DownstreamEvaluation(every_n_steps=grid.get("every_n_steps", 20), candidates=["summary"],
                                     results_file=str(history))
     cli.trainer.callbacks.append(callback)

@@ -10,6 +10,7 @@ inner optimiser, take its loss on a real batch, and step the summary along the e
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from collections.abc import Callable
@@ -54,6 +55,9 @@ class FarziLightningModule(LightningModule):
         lr_scheduler: optional schedule of the outer learning rate, stepped every outer step.
         gradient_clip_val: clip the meta-gradient's total norm to this (None: no clipping). Lightning's own
             ``trainer.gradient_clip_val`` is refused under manual optimisation, so the module takes it.
+        learn_inner_lr: also learn the inner learning rate: its log is a parameter stepped by the outer
+            optimiser along the exact meta-gradient (the reverse optimisers return ``lr_grad``); downstream
+            training then uses the learnt rate.
         downstream: the downstream-evaluation harness of ``farzi test`` and the ``DownstreamEvaluation``
             callback (None: ``Downstream()`` defaults).
     """
@@ -62,7 +66,8 @@ class FarziLightningModule(LightningModule):
                  start: StartPoint | None = None, input_mode: InputMode = "soft", input_temperature: float = 1.0,
                  target_temperature: float = 1.0, teacher: str | None = None, inner_batch_size: int = 0,
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
-                 gradient_clip_val: float | None = None, downstream: Downstream | None = None) -> None:
+                 gradient_clip_val: float | None = None, learn_inner_lr: bool = False,
+                 downstream: Downstream | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["learner", "summary", "inner_optimizer", "start", "downstream"])
         self.automatic_optimization = False
@@ -82,6 +87,8 @@ class FarziLightningModule(LightningModule):
         except ValueError as err:
             raise ValueError(f"model.init_args.{err}") from err
         self.inner = inner_optimizer
+        # log lr, not lr: steps of the outer optimiser are relative changes and the rate stays positive.
+        self.log_inner_lr = nn.Parameter(torch.tensor(math.log(inner_optimizer.lr)), requires_grad=learn_inner_lr)
         self.start = start if start is not None else RandomStart()
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.downstream = downstream if downstream is not None else Downstream()
@@ -131,8 +138,14 @@ class FarziLightningModule(LightningModule):
             self._aux["copy"] = copy.deepcopy(self.learner).requires_grad_(True)
         return self._aux["copy"]
 
+    def _sync_inner_lr(self) -> None:
+        """The inner optimiser (and so downstream training) uses the current, possibly learnt, rate."""
+        if self.hparams.learn_inner_lr:
+            self.inner.lr = float(self.log_inner_lr.detach().exp())
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.summary.parameters())
+        params = list(self.summary.parameters()) + ([self.log_inner_lr] if self.hparams.learn_inner_lr else [])
+        optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
@@ -165,6 +178,7 @@ class FarziLightningModule(LightningModule):
         schedule = bilevel.inner_schedule(self.summary.num_sequences, self.hparams.inner_batch_size,
                                           self.inner.steps, generator).to(self.device)
         self.learner.eval()  # no dropout: the reversal recomputes each inner step and must see the same function
+        self._sync_inner_lr()
         hyper = tuple(self.summary.parameters())
         result = self.inner.meta_gradient(bilevel.inner_loss(self.learner, self.summary, schedule, self.feed),
                                           bilevel.outer_loss(self.learner, x, y), theta0, hyper)
@@ -172,9 +186,17 @@ class FarziLightningModule(LightningModule):
         optimizer.zero_grad()
         for p, g in zip(hyper, result.grads):
             p.grad = g
+        stepped = hyper
+        if self.hparams.learn_inner_lr:
+            if result.lr_grad is None:
+                raise ValueError(f"model.init_args.learn_inner_lr: {type(self.inner).__name__} gives no learning-rate "
+                                 "meta-gradient; use ReverseAdam, ReverseSGD or an unrolled reference")
+            # d/d log lr = lr · d/d lr
+            self.log_inner_lr.grad = (result.lr_grad * self.inner.lr).to(self.log_inner_lr.dtype).reshape(())
+            stepped = (*hyper, self.log_inner_lr)
         if dist.is_available() and dist.is_initialized() and self.trainer.world_size > 1:
             # autograd.grad bypasses DDP's reducer: average the meta-gradient across ranks by hand.
-            for p in hyper:
+            for p in stepped:
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
                 p.grad /= self.trainer.world_size
         grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in (p.grad for p in hyper)]))
@@ -196,7 +218,7 @@ class FarziLightningModule(LightningModule):
                        "train/meta_grad_norm": grad_norm, "train/drift": result.drift,
                        "train/replayed_steps": float(result.replayed_steps), "summary/entropy": entropy,
                        "summary/effective_vocab": torch.exp(entropy), "summary/distinct_tokens": float(used),
-                       "time/seconds_per_step": seconds}, batch_size=batch_size)
+                       "time/seconds_per_step": seconds, "train/inner_lr": self.inner.lr}, batch_size=batch_size)
         self.log("outer_loss", result.outer_loss, prog_bar=True, logger=False, batch_size=batch_size)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
@@ -206,6 +228,7 @@ class FarziLightningModule(LightningModule):
 
     def evaluate_downstream(self, split: str, candidates: list[str] | None = None) -> dict:
         """Fresh learners trained on the summary (and the harness's other candidates), scored on ``split``."""
+        self._sync_inner_lr()
         return self.downstream.evaluate(summary=self.summary, feed=self.feed, learner=self.learner, inner=self.inner,
                                         inner_batch_size=self.hparams.inner_batch_size,
                                         data=self.trainer.datamodule, split=split, teacher=self.teacher_model(),
@@ -224,6 +247,7 @@ class FarziLightningModule(LightningModule):
         self.log_dict({k: v for k, v in log_dict(self.results).items()})
 
     def on_fit_end(self) -> None:
+        self._sync_inner_lr()
         if self.trainer.is_global_zero:
             export_summary(self.summary, self.trainer, feed=self.feed, learner=self.learner,
                            recipe=self.downstream.recipe(self.inner, self.hparams.inner_batch_size))

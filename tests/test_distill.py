@@ -133,3 +133,12 @@ def test_bad_configs_fail_before_training_naming_the_key(in_workdir, tmp_path, c
     with pytest.raises(SystemExit):
         fit("--model.init_args.summary.class_path=farzi_lightning.summaries.NoSuchSummary")
     assert "NoSuchSummary" in capsys.readouterr().err
+
+
+def test_learnt_inner_lr_moves_along_its_meta_gradient(in_workdir):
+    cli, _ = fit("--model.init_args.learn_inner_lr=true")
+    lr = float(cli.model.log_inner_lr.exp())
+    assert cli.model.log_inner_lr.requires_grad and lr != pytest.approx(0.005, rel=1e-6)  # configs/ml100k.yaml's
+    assert cli.model.inner.lr == pytest.approx(lr)  # what downstream training (and summary.pt's recipe) uses
+    fixed, _ = fit()
+    assert not fixed.model.log_inner_lr.requires_grad and fixed.model.inner.lr == 0.005

@@ -99,3 +99,39 @@ def test_params_not_modified_and_results_detached():
     assert not result.outer_loss.requires_grad and all(not g.requires_grad for g in result.grads)
     assert [g.shape for g in result.grads] == [h.shape for h in hyper]
     assert 0 < float(result.inner_loss) < 10
+
+
+# ---- the inner learning rate's meta-gradient ----
+
+@pytest.mark.parametrize("problem", ["mlp", "transformer"])
+@pytest.mark.parametrize("steps", [1, 20])
+@pytest.mark.parametrize("kind", ["adam", "sgd", "sgd0"])
+def test_lr_meta_gradient_matches_unrolled_float64(problem, steps, kind):
+    reverse, unrolled = pair(kind, steps, eps=1e-3)
+    got = reverse.meta_gradient(*PROBLEMS[problem]()).lr_grad
+    want = unrolled.meta_gradient(*PROBLEMS[problem]()).lr_grad
+    assert got is not None and got.dtype == torch.float64
+    assert abs(float(got) - float(want)) <= 1e-9 * max(abs(float(want)), 1e-12)
+
+
+@pytest.mark.parametrize("reversal", [{"checkpoints": 0}, {"checkpoint_every": 1},
+                                      {"checkpoints": 0, "drift_tolerance": 1e-300}])
+def test_lr_meta_gradient_survives_every_checkpoint_layout(reversal):
+    reverse, unrolled = pair("adam", 20, eps=1e-3, **reversal)
+    got = reverse.meta_gradient(*transformer_problem()).lr_grad
+    want = unrolled.meta_gradient(*transformer_problem()).lr_grad
+    assert abs(float(got) - float(want)) <= 1e-9 * abs(float(want))
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd", "sgd0"])
+def test_lr_meta_gradient_matches_central_finite_differences(kind):
+    inner_loss, outer_loss, params, hyper = two_parameter_problem()
+    make = {"adam": lambda lr: ReverseAdam(lr=lr, eps=1e-3, steps=20),
+            "sgd": lambda lr: ReverseSGD(lr=lr, momentum=0.9, steps=20),
+            "sgd0": lambda lr: ReverseSGD(lr=lr, momentum=0.0, steps=20)}[kind]
+    got = make(0.05).meta_gradient(inner_loss, outer_loss, params, hyper).lr_grad
+    step = 1e-7
+    f = [make(0.05 + s).meta_gradient(inner_loss, outer_loss, params, hyper).outer_loss for s in (step, -step)]
+    fd = (f[0] - f[1]) / (2 * step)
+    assert abs(float(got) - float(fd)) <= 1e-6 * abs(float(fd)) + 1e-10
+    assert abs(float(fd)) > 1e-3

@@ -39,6 +39,8 @@ class MetaGradient:
         inner_loss: the mean inner loss over the ``steps`` forward steps (detached).
         replayed_steps: forward steps recomputed to repair drift or to reverse a non-invertible update.
         seconds: wall time per phase (``forward``, ``reverse``); on GPU without synchronisation, approximate.
+        lr_grad: ``d outer_loss(θ_T) / d lr`` (a float64 scalar), the meta-gradient of the inner learning
+            rate (times ``lr``: with respect to ``log lr``); None where the optimiser does not provide it.
     """
 
     grads: tuple[Tensor, ...]
@@ -48,6 +50,7 @@ class MetaGradient:
     inner_loss: Tensor
     replayed_steps: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    lr_grad: Tensor | None = None
 
 
 class InnerOptimizer(ABC):

@@ -43,14 +43,16 @@ class State(NamedTuple):
 class _Adjoint:
     """Running adjoints: of θ_t, of the optimiser buffers at t, and of each hyper tensor."""
 
-    def __init__(self, params: Params, buffers: tuple[Params, ...], hyper: tuple[Tensor, ...]):
+    def __init__(self, params: Params, buffers: tuple[Params, ...], hyper: tuple[Tensor, ...],
+                 lr: Tensor | None = None):
         self.params, self.buffers, self.hyper = params, buffers, list(hyper)
         self.used = [False] * len(hyper)
+        self.lr = torch.zeros((), dtype=torch.float64) if lr is None else lr  # adjoint of the learning rate
 
     def clone(self) -> _Adjoint:
         out = _Adjoint({k: v.clone() for k, v in self.params.items()},
                        tuple({k: v.clone() for k, v in b.items()} for b in self.buffers),
-                       tuple(h.clone() for h in self.hyper))
+                       tuple(h.clone() for h in self.hyper), self.lr.clone())
         out.used = list(self.used)
         return out
 
@@ -127,6 +129,11 @@ class ReversibleOptimizer(InnerOptimizer):
     def undo_buffers(self, buffers: tuple[Params, ...], grads: Params, t: int) -> tuple[Params, ...]:
         """Buffers after ``t-1`` updates from those after ``t`` and ``g_t``."""
 
+    def lr_direction(self, state: State, t: int) -> Params | None:
+        """``∂θ_t / ∂lr`` from the state after update ``t`` (the update per unit learning rate); None: the
+        optimiser gives no learning-rate meta-gradient."""
+        return None
+
     @abstractmethod
     def backprop(self, adj: _Adjoint, state: State, grads: Params, t: int) -> Params:
         """Push adjoints back through update ``t``: returns ``dg_t`` and sets ``adj.buffers`` to those of t-1.
@@ -158,7 +165,8 @@ class ReversibleOptimizer(InnerOptimizer):
         d_theta = torch.autograd.grad(loss, list(theta_T.values()), allow_unused=True)
         adj = _Adjoint({k: _zero_or(g, final.params[k]) for (k, g) in zip(theta_T, d_theta)},
                        tuple({k: torch.zeros_like(v) for k, v in b.items()} for b in final.buffers),
-                       tuple(torch.zeros_like(h, dtype=self.state_dtype) for h in hyper))
+                       tuple(torch.zeros_like(h, dtype=self.state_dtype) for h in hyper),
+                       torch.zeros((), dtype=torch.float64, device=next(iter(final.params.values())).device))
 
         reverse_started = time.perf_counter()
         points = sorted(states)
@@ -174,6 +182,7 @@ class ReversibleOptimizer(InnerOptimizer):
             inner_loss=torch.stack(run.inner_losses).mean(),
             replayed_steps=run.replayed,
             seconds={"forward": reverse_started - started, "reverse": time.perf_counter() - reverse_started},
+            lr_grad=adj.lr.detach() if self.lr_direction(final, self.steps) is not None else None,
         )
 
 
@@ -263,6 +272,9 @@ class _Run:
             leaves = list(theta.values())
             grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
         g = {k: _zero_or(gk, state.params[k]).detach() for k, gk in zip(theta, grads)}
+        direction = opt.lr_direction(state, t)  # θ_t = θ_{t-1} + lr · direction: d lr += <dθ_t, direction>
+        if direction is not None:
+            adj.lr += sum((adj.params[k].double() * direction[k].double()).sum() for k in direction)
         dg = opt.backprop(adj, state, g, t)
         # One double-backward gives both the Hessian-vector product and the mixed product with the hyper.
         pairs = [(gk, dg[k].to(gk.dtype)) for k, gk in zip(theta, grads) if gk is not None and gk.requires_grad]

@@ -97,6 +97,14 @@ class ReverseAdam(ReversibleOptimizer):
         torch._foreach_clamp_min_(v, 0.0)
         return buffers
 
+    def lr_direction(self, state: State, t: int) -> Params:
+        names = list(state.params)
+        m, v = ([d[k] for k in names] for d in state.buffers)
+        _, den = self._den(v, t)
+        direction = torch._foreach_div(m, den)
+        torch._foreach_mul_(direction, -1.0 / (1.0 - self.betas[0] ** t))  # -(m / bc1) / den
+        return dict(zip(names, direction))
+
     def backprop(self, adj: _Adjoint, state: State, grads: Params, t: int) -> Params:
         beta1, beta2 = self.betas
         bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t

@@ -53,6 +53,10 @@ class ReverseSGD(ReversibleOptimizer):
             buf[k].sub_(g).div_(self.momentum)
         return (buf,)
 
+    def lr_direction(self, state: State, t: int) -> Params:
+        (buf,) = state.buffers
+        return {k: -b for k, b in buf.items()}
+
     def backprop(self, adj: _Adjoint, state: State, grads: Params, t: int) -> Params:
         (db,) = adj.buffers
         dg = {}

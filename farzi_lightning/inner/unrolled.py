@@ -1,7 +1,7 @@
 """Unrolled references: keep the autograd graph of all T steps (``create_graph=True``). O(T) memory.
 
 They exist to check the reverse-mode optimisers and to benchmark against; they compute in the dtype of the
-parameters passed in.
+parameters passed in. The learning rate is a graph leaf too, so ``lr_grad`` is exact autograd.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class _Unrolled(InnerOptimizer):
     def _init(self, params: Params):
         raise NotImplementedError
 
-    def _update(self, params: Params, grads: Params, state, t: int):
+    def _update(self, params: Params, grads: Params, state, t: int, lr: Tensor):
         raise NotImplementedError
 
     def _meta_gradient(
@@ -27,23 +27,26 @@ class _Unrolled(InnerOptimizer):
     ) -> MetaGradient:
         started = time.perf_counter()
         theta = {k: p.clone().requires_grad_(True) for k, p in params.items()}
+        dtype = next(iter(params.values())).dtype
+        lr = torch.tensor(self.lr, dtype=dtype, device=next(iter(params.values())).device, requires_grad=True)
         state = self._init(theta)
         losses = []
         for t in range(1, self.steps + 1):
             loss = call_loss(inner_loss, "inner_loss", theta, hyper, t - 1)
             grads = torch.autograd.grad(loss, list(theta.values()), create_graph=True, allow_unused=True)
             grads = {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(theta.items(), grads)}
-            theta, state = self._update(theta, grads, state, t)
+            theta, state = self._update(theta, grads, state, t, lr)
             losses.append(loss.detach())
         outer = call_loss(outer_loss, "outer_loss", theta)
         reverse_started = time.perf_counter()
-        grads = torch.autograd.grad(outer, hyper, allow_unused=True)
+        *grads, lr_grad = torch.autograd.grad(outer, [*hyper, lr], allow_unused=True)
         check_used(grads, hyper)
         return MetaGradient(grads=tuple(grads), outer_loss=outer.detach(),
                             params={k: v.detach() for k, v in theta.items()}, drift=0.0,
                             inner_loss=torch.stack(losses).mean(),
                             seconds={"forward": reverse_started - started,
-                                     "reverse": time.perf_counter() - reverse_started})
+                                     "reverse": time.perf_counter() - reverse_started},
+                            lr_grad=None if lr_grad is None else lr_grad.detach().double())
 
 
 class UnrolledAdam(_Unrolled):
@@ -57,8 +60,8 @@ class UnrolledAdam(_Unrolled):
     def _init(self, params: Params):
         return adam_init(params)
 
-    def _update(self, params, grads, state, t):
-        return adam_update(params, grads, state, t, lr=self.lr, betas=self.betas, eps=self.eps)
+    def _update(self, params, grads, state, t, lr):
+        return adam_update(params, grads, state, t, lr=lr, betas=self.betas, eps=self.eps)
 
 
 class UnrolledSGD(_Unrolled):
@@ -71,5 +74,5 @@ class UnrolledSGD(_Unrolled):
     def _init(self, params: Params):
         return sgd_init(params)
 
-    def _update(self, params, grads, state, t):
-        return sgd_update(params, grads, state, t, lr=self.lr, momentum=self.momentum)
+    def _update(self, params, grads, state, t, lr):
+        return sgd_update(params, grads, state, t, lr=lr, momentum=self.momentum)
