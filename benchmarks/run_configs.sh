@@ -19,5 +19,5 @@ for name in "$@"; do
   .venv/bin/farzi test --config "configs/$name.yaml" --trainer.default_root_dir "$out" --ckpt_path "$ckpt" \
     --trainer.enable_progress_bar false > "$out/test.log" 2>&1
   echo "$name fit_seconds=$fit_s test_seconds=$(( $(date +%s) - start )) ckpt=$ckpt"
-  grep -E "test/|seconds_per_step" "$out/test.log" || true
+  grep -E "test/|downstream/|\| " "$out/test.log" || true
 done

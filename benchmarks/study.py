@@ -84,7 +84,8 @@ def run_variant(grid: dict, name: str, out: Path, runs: Path) -> None:
     exported = run_dir / "checkpoints" / "summary.pt"
     if exported.exists():
         shutil.copyfile(exported, out / f"{name}.summary.pt")
-    print(f"[{name}] fit {fit_seconds:.0f} s, test {record['test']}", flush=True)
+    means = {k: {m: round(v, 4) for m, v in score["mean"].items()} for k, score in record["test"].items()}
+    print(f"[{name}] fit {fit_seconds:.0f} s, test {means}", flush=True)
 
 
 def test_learners(grid: dict, module) -> list[str]:
@@ -150,7 +151,6 @@ def report(grid: dict, out: Path) -> None:
         lines.append(f"| {name} | {rec.get('outer_steps', '')} | {rec.get('fit_seconds', 0):.0f} | {start} | {end} | "
                      f"{cell(rec.get('test', {}))} |")
     for key in baselines.get("valid", {}):
-        cand = key.rpartition("/")[2]
         lines.append(f"| baseline `{key}` | | | | {cell({key: baselines['valid'][key]})} | "
                      f"{cell({key: baselines['test'][key]})} |")
     atomic_write(out / "results.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))

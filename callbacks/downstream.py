@@ -49,7 +49,7 @@ class DownstreamEvaluation(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         self.history.append({"step": step, "metrics": metrics,
-                             "scores": {f"{l}/{c}": s.as_dict() for (l, c), s in results.items()}})
+                             "scores": {f"{learner}/{c}": s.as_dict() for (learner, c), s in results.items()}})
         if self.results_file:
             text = json.dumps(self.history, indent=1)
             atomic_write(Path(self.results_file), lambda f: f.write(text.encode()))

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class StartPoint(ABC):
     """Base class: ``sample(module, generator) -> {name: tensor}``, the learner's parameters θ0."""
 
-    def setup(self, module: FarziLightningModule) -> None:
+    def setup(self, module: FarziLightningModule) -> None:  # noqa: B027 (optional hook: nothing by default)
         """Called once the module has its trainer and data (load banks, check compatibility)."""
 
     @abstractmethod
@@ -53,7 +53,8 @@ class TrajectoryStart(StartPoint):
 
     def __init__(self, path: str, min_fraction: float = 0.0, max_fraction: float = 1.0,
                  include_init: bool = True) -> None:
-        self.path, self.min_fraction, self.max_fraction, self.include_init = path, min_fraction, max_fraction, include_init
+        self.path, self.include_init = path, include_init
+        self.min_fraction, self.max_fraction = min_fraction, max_fraction
         self.bank: TrajectoryBank | None = None
 
     def setup(self, module: FarziLightningModule) -> None:

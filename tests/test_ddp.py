@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from cli_utils import ROOT, TINY
+from cli_utils import ROOT, SHORT_DOWNSTREAM, TINY
 
 DISTIL = ROOT / "configs" / "ml100k.yaml"
 
@@ -20,7 +20,7 @@ def test_two_ranks_keep_identical_summaries(tmp_path, data_dir):
                               cwd=tmp_path, env=env, capture_output=True, text=True)
     assert pretrain.returncode == 0, pretrain.stderr[-3000:]
     distil = subprocess.run(farzi + ["--config", str(DISTIL), "--config", str(TINY), "--trainer.max_steps=2",
-                                     "--model.init_args.inner_optimizer.init_args.steps=5",
+                                     "--model.init_args.inner_optimizer.init_args.steps=5", *SHORT_DOWNSTREAM,
                                      "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
                                      "--trainer.callbacks+=rank_probe.RankProbe"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
