@@ -272,7 +272,7 @@ class Downstream:
         was_training = model.training
         model.eval()
         device = next(iter(model.buffers()), next(iter(model.parameters()), torch.empty(0))).device
-        evaluator = Evaluator(self.k).to(device)
+        evaluator = Evaluator(self.k, sync=False).to(device)  # one rank's own evaluation: no gather
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break

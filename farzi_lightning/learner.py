@@ -24,12 +24,14 @@ def next_token_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 class Evaluator(nn.Module):
     """Real-data metrics for one split: perplexity for text batches ``(x, y)``, HR/nDCG@k for
-    recommendation batches ``(history, target, seen)``. Args: k, exclude_seen."""
+    recommendation batches ``(history, target, seen)``. Args: k, exclude_seen, sync (gather the sums across
+    DDP ranks on ``compute``; False for evaluations that run on one rank only, which a gather would hang)."""
 
-    def __init__(self, k: int = 10, exclude_seen: bool = True) -> None:
+    def __init__(self, k: int = 10, exclude_seen: bool = True, sync: bool = True) -> None:
         super().__init__()
         self.k, self.exclude_seen = k, exclude_seen
-        self.ppl, self.hr, self.ndcg = Perplexity(), HitRate(k), NDCG(k)
+        kwargs = {"sync_on_compute": sync}
+        self.ppl, self.hr, self.ndcg = Perplexity(**kwargs), HitRate(k, **kwargs), NDCG(k, **kwargs)
 
     def update(self, learner: nn.Module, batch: tuple[Tensor, ...]) -> None:
         if len(batch) == 2:  # language modelling

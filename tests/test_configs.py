@@ -48,7 +48,9 @@ def test_config_runs_tiny(config, tmp_path, monkeypatch, data_dir):
     monkeypatch.setenv("FARZI_DATA_DIR", str(data_dir))
     if (pretrain := bank_maker(config)) is not None:
         run("fit", config=pretrain)  # a tiny bank of the tiny learner, as the distillation config expects
-    short = SHORT_DOWNSTREAM if pretrain else []  # distillation: brief downstream training
+    # Distillation: a 10-sequence summary (PTB's token summary is 72M logits at full size) and brief downstream
+    # training.
+    short = [*SHORT_DOWNSTREAM, "--model.init_args.summary.init_args.num_sequences=10"] if pretrain else []
     cli = run("fit", *short, config=ROOT / config)
     assert cli.trainer.global_step > 0
     ckpt = max(tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
