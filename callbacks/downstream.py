@@ -30,7 +30,6 @@ class DownstreamEvaluation(Callback):
             raise ValueError(f"DownstreamEvaluation every_n_steps must be an integer >= 1, got {every_n_steps!r}")
         self.every_n_steps, self.candidates, self.results_file = every_n_steps, candidates, results_file
         self.history: list[dict] = []
-        self._last_step = -1
 
     def state_dict(self) -> dict:
         return {"history": self.history}
@@ -41,9 +40,8 @@ class DownstreamEvaluation(Callback):
     @rank_zero_only
     def _evaluate(self, trainer: Trainer, module: LightningModule) -> None:
         step = trainer.global_step
-        if step == self._last_step or any(h["step"] == step for h in self.history):
+        if any(h["step"] == step for h in self.history):  # the end of fit can fall on an every-n step
             return
-        self._last_step = step
         results = module.evaluate_downstream("valid", self.candidates)
         metrics = log_dict(results)
         for logger in trainer.loggers:

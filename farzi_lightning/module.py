@@ -244,7 +244,7 @@ class FarziLightningModule(LightningModule):
         """Nothing per batch: the harness scores whole splits itself."""
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict({k: v for k, v in log_dict(self.results).items()})
+        self.log_dict(log_dict(self.results))
 
     def on_fit_end(self) -> None:
         self._sync_inner_lr()
