@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_only
 
 from farzi_lightning.downstream import log_dict
 from farzi_lightning.trajectories import atomic_write
@@ -37,20 +36,31 @@ class DownstreamEvaluation(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict.get("history", []))
 
-    @rank_zero_only
     def _evaluate(self, trainer: Trainer, module: LightningModule) -> None:
+        """On every process (the harness shares the jobs out and gathers the results); rank zero writes."""
         step = trainer.global_step
         if any(h["step"] == step for h in self.history):  # the end of fit can fall on an every-n step
             return
         results = module.evaluate_downstream("valid", self.candidates)
         metrics = log_dict(results)
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
         self.history.append({"step": step, "metrics": metrics,
                              "scores": {f"{learner}/{c}": s.as_dict() for (learner, c), s in results.items()}})
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
         if self.results_file:
             text = json.dumps(self.history, indent=1)
             atomic_write(Path(self.results_file), lambda f: f.write(text.encode()))
+
+    def last(self) -> tuple[str, float] | None:
+        """The progress bar's entry: the distillation learner's summary metric at the last evaluation."""
+        if not self.history:
+            return None
+        for name, value in self.history[-1]["metrics"].items():
+            if "/summary/" in name and not name.endswith("_std") and "/hr@" not in name:
+                return name.rpartition("/")[2], value
+        return None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.global_step == 0:
@@ -59,6 +69,9 @@ class DownstreamEvaluation(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every_n_steps == 0:
             self._evaluate(trainer, pl_module)
+        last = self.last()
+        if last is not None:  # the same on every process: no sync needed
+            pl_module.log(f"valid_{last[0]}", last[1], prog_bar=True, logger=False)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._evaluate(trainer, pl_module)

@@ -23,6 +23,7 @@ import copy
 import math
 import statistics
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -154,65 +155,93 @@ class Downstream:
     def evaluate(self, *, summary: Summary, feed: Feed, learner: nn.Module, inner: InnerOptimizer,
                  inner_batch_size: int, data: Any, split: Literal["valid", "test"],
                  teacher: nn.Module | None = None, candidates: list[str] | None = None,
-                 device: torch.device | str = "cpu", progress=None,
-                 learners: list[str] | None = None) -> dict[tuple[str, str], Score]:
+                 device: torch.device | str = "cpu", progress=None, learners: list[str] | None = None,
+                 rank: int = 0, world_size: int = 1,
+                 reduce: Callable[[Tensor], Tensor] | None = None) -> dict[tuple[str, str], Score]:
         """Score every (learner, candidate) on ``split``; baselines and references are computed once per split
         and cached (they do not change while the summary does). ``learners`` restricts the learners by name
-        (``learner_configs``). Runs outside inference mode and leaves every global random state as it found
-        it."""
+        (``learner_configs``). Runs outside inference mode and leaves every global random state as it found it.
+
+        Across processes, every process calls this with its ``rank``, the ``world_size`` and ``reduce`` (a sum
+        over processes, e.g. the Lightning strategy's): the (learner, candidate, seed) jobs are dealt out in
+        turn, each process runs its share, and the sum gathers every result on every process. A job's result
+        does not depend on the process that runs it, so N processes return what one returns, N times faster.
+        """
+        if world_size > 1 and reduce is None:
+            raise ValueError("Downstream.evaluate: world_size > 1 needs reduce (a sum over processes)")
         recipe = self.recipe(inner, inner_batch_size)
         text = not _is_interactions(data)
-        results: dict[tuple[str, str], Score] = {}
         named = self.learner_configs(learner)
         first = next(iter(named))
         learners = {n: c for n, c in named.items() if learners is None or n in learners}
+        # ---- the jobs: (result key, cache key, candidate, learner name, seed); seed None for a reference ----
+        slots: list[tuple[tuple[str, str], tuple]] = []
+        jobs: list[tuple[tuple[str, str], tuple, str, str, int | None]] = []
+        for name in candidates or self.candidates:
+            if name in REFERENCES:
+                if first not in learners or (name == "full" and teacher is None):
+                    continue  # references belong to the distillation learner's rows
+                if name != "full" and (name == "popularity") == text:
+                    continue  # the floor of the other kind of data
+                out = (teacher.__class__.__name__.lower(), name) if name == "full" else (first, name)
+                cache = (first, name, split)
+                slots.append((out, cache))
+                if cache not in self._cache:
+                    jobs.append((out, cache, name, first, None))
+                continue
+            if name == "teacher" and teacher is None:
+                continue
+            for lname in learners:
+                cache = (lname, name, split) if name != "summary" else None
+                slots.append(((lname, name), cache))
+                if cache not in self._cache:
+                    jobs += [((lname, name), cache, name, lname, seed) for seed in range(self.seeds)]
+        # ---- this process's share, packed into rows a sum over processes gathers ----
+        metrics = ["ppl"] if text else [f"hr@{self.k}", f"ndcg@{self.k}"]
+        checks = [s for s in range(1, recipe["steps"] + 1) if s % self.eval_every == 0 or s == recipe["steps"]]
         with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(
                 devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
+            packed = torch.zeros(len(jobs), len(metrics) + 1 + len(checks), dtype=torch.float64)
             val = data.val_dataloader()
             final = val if split == "valid" else data.test_dataloader()
-            for name in candidates or self.candidates:
-                if name in ("popularity", "unigram", "full") and first not in learners:
-                    continue  # references belong to the distillation learner's rows
-                if name in ("popularity", "unigram"):
-                    if (name == "popularity") == text:
-                        continue  # the floor of the other kind of data
-                    key = (first, name, split)
-                    if key not in self._cache:
-                        floor = CountModel(data.train_counts(), getattr(learner, "padding_idx", None)).to(device)
-                        self._cache[key] = self._reference(floor, final)
-                    results[(first, name)] = self._cache[key]
+            for i, (out, _, name, lname, seed) in enumerate(jobs):
+                if i % world_size != rank:
                     continue
-                if name == "full":
-                    if teacher is None:
-                        continue
-                    key = ("full", name, split)
-                    if key not in self._cache:
-                        self._cache[key] = self._reference(teacher, final)
-                    results[(teacher.__class__.__name__.lower(), name)] = self._cache[key]
-                    continue
-                if name == "teacher" and teacher is None:
-                    continue
-                for lname, config in learners.items():
-                    key = (lname, name, split)
-                    if name != "summary" and key in self._cache:
-                        results[(lname, name)] = self._cache[key]
-                        continue
-                    score = Score()
-                    for seed in range(self.seeds):
-                        rows, candidate_feed = self._candidate(name, summary, feed, data, teacher, seed, device)
-                        fresh = self._fresh(config, seed, device)
-                        metrics, best_step, curve = self._train(fresh, rows, candidate_feed, recipe, seed, val,
-                                                                final, split, text)
-                        for metric, value in metrics.items():
-                            score.values.setdefault(metric, []).append(value)
-                        score.best_steps.append(best_step)
-                        score.curves.append(curve)
-                        if progress is not None:
-                            progress(f"{lname}/{name} seed {seed}: " + ", ".join(
-                                f"{m} {v:.4g}" for m, v in metrics.items()) + f" (best step {best_step})")
-                    if name != "summary":
-                        self._cache[key] = score
-                    results[(lname, name)] = score
+                if seed is None:
+                    model = teacher if name == "full" else CountModel(
+                        data.train_counts(), getattr(learner, "padding_idx", None)).to(device)
+                    values, best_step, curve = self.score(model, final, None), 0, []
+                else:
+                    rows, candidate_feed = self._candidate(name, summary, feed, data, teacher, seed, device)
+                    fresh = self._fresh(named[lname], seed, device)
+                    values, best_step, curve = self._train(fresh, rows, candidate_feed, recipe, seed, val, final,
+                                                           split, text)
+                    if progress is not None:
+                        progress(f"{lname}/{name} seed {seed}: " + ", ".join(
+                            f"{m} {v:.4g}" for m, v in values.items()) + f" (best step {best_step})")
+                packed[i, : len(metrics)] = torch.tensor([values[m] for m in metrics], dtype=torch.float64)
+                packed[i, len(metrics)] = best_step
+                packed[i, len(metrics) + 1: len(metrics) + 1 + len(curve)] = torch.tensor(
+                    [v for _, v in curve], dtype=torch.float64)
+            if world_size > 1:
+                packed = reduce(packed.to(device)).cpu()
+        # ---- unpack: every process holds every result ----
+        fresh_scores: dict[tuple, Score] = {}
+        for i, (out, cache, _, _, seed) in enumerate(jobs):
+            score = fresh_scores.setdefault(cache or out, Score())
+            for m, value in zip(metrics, packed[i, : len(metrics)].tolist()):
+                score.values.setdefault(m, []).append(value)
+            score.best_steps.append(int(packed[i, len(metrics)]))
+            if seed is not None:
+                score.curves.append(list(zip(checks, packed[i, len(metrics) + 1:].tolist())))
+        results: dict[tuple[str, str], Score] = {}
+        for out, cache in slots:
+            if cache is None:
+                results[out] = fresh_scores[out]
+                continue
+            if cache not in self._cache:
+                self._cache[cache] = fresh_scores[cache]
+            results[out] = self._cache[cache]
         return results
 
     def _candidate(self, name: str, summary: Summary, feed: Feed, data: Any, teacher: nn.Module | None,
@@ -258,13 +287,6 @@ class Downstream:
         learner.load_state_dict(best[2])
         scored = {k: v for k, v in self.score(learner, final, None).items()}
         return scored, best[1], curve
-
-    def _reference(self, model: nn.Module, loader: DataLoader) -> Score:
-        score = Score()
-        for metric, value in self.score(model, loader, None).items():
-            score.values[metric] = [value]
-        score.best_steps.append(0)
-        return score
 
     @torch.no_grad()
     def score(self, model: nn.Module, loader: DataLoader, max_batches: int | None) -> dict[str, float]:

@@ -16,16 +16,17 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from . import bilevel
 from .downstream import Downstream, log_dict, table
 from .export import export_summary
-from .inner import InnerOptimizer
+from .distributed import check_precision, check_strategy
+from .inner import InnerOptimizer, MetaGradient
 from .learners import Learner
 from .starts import RandomStart, StartPoint
 from .summaries import Feed, Summary
@@ -58,6 +59,9 @@ class FarziLightningModule(LightningModule):
         learn_inner_lr: also learn the inner learning rate: its log is a parameter stepped by the outer
             optimiser along the exact meta-gradient (the reverse optimisers return ``lr_grad``); downstream
             training then uses the learnt rate.
+        meta_batch_size: start points drawn per outer step on each process; the summary steps along the mean of
+            their meta-gradients, and under DDP the mean over every process's draws (N processes with
+            ``meta_batch_size`` m equal one process with N·m).
         downstream: the downstream-evaluation harness of ``farzi test`` and the ``DownstreamEvaluation``
             callback (None: ``Downstream()`` defaults).
     """
@@ -66,7 +70,7 @@ class FarziLightningModule(LightningModule):
                  start: StartPoint | None = None, input_mode: InputMode = "soft", input_temperature: float = 1.0,
                  target_temperature: float = 1.0, teacher: str | None = None, inner_batch_size: int = 0,
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
-                 gradient_clip_val: float | None = None, learn_inner_lr: bool = False,
+                 gradient_clip_val: float | None = None, learn_inner_lr: bool = False, meta_batch_size: int = 1,
                  downstream: Downstream | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["learner", "summary", "inner_optimizer", "start", "downstream"])
@@ -80,6 +84,8 @@ class FarziLightningModule(LightningModule):
             raise ValueError(f"model.init_args.summary.init_args.seq_len={self.summary.seq_len} needs the learner to "
                              f"read {self.summary.seq_len - 1} tokens, but model.init_args.learner.init_args.max_len="
                              f"{max_len}")
+        if not isinstance(meta_batch_size, int) or meta_batch_size < 1:
+            raise ValueError(f"model.init_args.meta_batch_size must be an integer >= 1, got {meta_batch_size!r}")
         if gradient_clip_val is not None and not gradient_clip_val > 0:
             raise ValueError(f"model.init_args.gradient_clip_val must be positive or null, got {gradient_clip_val}")
         try:
@@ -99,6 +105,11 @@ class FarziLightningModule(LightningModule):
 
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
+        check_strategy(self.trainer.strategy)
+        check_precision(self.trainer.precision)
+        if self.trainer.precision == "bf16-mixed" and self.device.type == "cpu":
+            rank_zero_warn("trainer.precision: bf16-mixed on CPU slows a distillation down and rounds the inner "
+                           "forward passes without saving memory that matters; 32-true is the default")
         self.start.setup(self)
         if self.hparams.teacher is not None:
             self.teacher_model()  # a bank made on other data fails here, before any training
@@ -112,6 +123,22 @@ class FarziLightningModule(LightningModule):
                 teacher = self.teacher_model() if getattr(self.summary, "init", None) == "teacher" else None
                 self.summary.initialize(data.real_sequences().to(self.device), torch.Generator().manual_seed(seed),
                                         teacher)
+
+    def on_fit_start(self) -> None:
+        if any(isinstance(c, ModelSummary) for c in self.trainer.callbacks):
+            rank_zero_info(self.size_line())
+
+    def size_line(self) -> str:
+        """The summary's parameters and its size in tokens as a share of the training data."""
+        s = self.summary
+        shapes = ", ".join(f"{n} {tuple(p.shape)}" for n, p in s.named_parameters())
+        line = (f"Summary: {type(s).__name__} [{shapes}] = {s.num_sequences} sequences x {s.seq_len} tokens = "
+                f"{s.size_tokens:,} tokens")
+        data = self.trainer.datamodule
+        if data is not None and hasattr(data, "train_counts"):
+            total = int(data.train_counts().sum())
+            line += f", {100 * s.size_tokens / total:.2f}% of the {total:,} training tokens"
+        return line
 
     def teacher_model(self) -> nn.Module | None:
         """The full-data model (``teacher``, else the start point's), loaded once; None when there is none."""
@@ -151,11 +178,11 @@ class FarziLightningModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
                                                           "interval": "step"}}
 
-    def _generator(self, salt: int) -> torch.Generator:
-        """Randomness of one outer step from (seed, step, rank) alone: a resumed run draws exactly the same, and
-        each DDP rank its own start point, inner order and real batch."""
+    def _generator(self, draw: int) -> torch.Generator:
+        """Randomness of one draw of an outer step from (seed, step, draw) alone: a resumed run draws exactly the
+        same, and every draw (of every process) its own start point, inner order and real batch."""
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return torch.Generator().manual_seed(seed * 7_919 + self.global_step * 104_729 + self.global_rank * 31 + salt)
+        return torch.Generator().manual_seed(seed * 7_919 + self.global_step * 104_729 + draw * 31)
 
     # ---- the bilevel step ----
 
@@ -170,36 +197,46 @@ class FarziLightningModule(LightningModule):
         x, y = loader.collate_fn([loader.dataset[i] for i in rows])
         return x.to(self.device), y.to(self.device)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        started = time.perf_counter()
-        generator = self._generator(0)
+    def _draw(self, draw: int) -> MetaGradient:
+        """The meta-gradient of one start point: θ0, inner order and real batch all from (seed, step, draw)."""
+        generator = self._generator(draw)
         x, y = self._real_batch(generator)
         theta0 = self.start.sample(self, generator)
         schedule = bilevel.inner_schedule(self.summary.num_sequences, self.hparams.inner_batch_size,
                                           self.inner.steps, generator).to(self.device)
         self.learner.eval()  # no dropout: the reversal recomputes each inner step and must see the same function
+        return self.inner.meta_gradient(bilevel.inner_loss(self.learner, self.summary, schedule, self.feed),
+                                        bilevel.outer_loss(self.learner, x, y), theta0, tuple(self.summary.parameters()))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        started = time.perf_counter()
         self._sync_inner_lr()
         hyper = tuple(self.summary.parameters())
-        result = self.inner.meta_gradient(bilevel.inner_loss(self.learner, self.summary, schedule, self.feed),
-                                          bilevel.outer_loss(self.learner, x, y), theta0, hyper)
+        stepped = (*hyper, self.log_inner_lr) if self.hparams.learn_inner_lr else hyper
+        draws = self.hparams.meta_batch_size
+        sums: list[Tensor] | None = None
+        stats = torch.zeros(4, dtype=torch.float64)  # outer loss, inner loss, drift, replayed steps
+        for j in range(draws):
+            # Draw indices run over all processes: N processes × m draws equal one process × N·m draws.
+            result = self._draw(self.global_rank * draws + j)
+            grads = list(result.grads)
+            if self.hparams.learn_inner_lr:
+                if result.lr_grad is None:
+                    raise ValueError(f"model.init_args.learn_inner_lr: {type(self.inner).__name__} gives no "
+                                     "learning-rate meta-gradient; use ReverseAdam, ReverseSGD or an unrolled reference")
+                # d/d log lr = lr · d/d lr
+                grads.append((result.lr_grad * self.inner.lr).to(self.log_inner_lr.dtype).reshape(()))
+            sums = grads if sums is None else [a + b for a, b in zip(sums, grads)]
+            stats += torch.tensor([float(result.outer_loss), float(result.inner_loss), result.drift,
+                                   result.replayed_steps], dtype=torch.float64)
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        for p, g in zip(hyper, result.grads):
-            p.grad = g
-        stepped = hyper
-        if self.hparams.learn_inner_lr:
-            if result.lr_grad is None:
-                raise ValueError(f"model.init_args.learn_inner_lr: {type(self.inner).__name__} gives no learning-rate "
-                                 "meta-gradient; use ReverseAdam, ReverseSGD or an unrolled reference")
-            # d/d log lr = lr · d/d lr
-            self.log_inner_lr.grad = (result.lr_grad * self.inner.lr).to(self.log_inner_lr.dtype).reshape(())
-            stepped = (*hyper, self.log_inner_lr)
-        if dist.is_available() and dist.is_initialized() and self.trainer.world_size > 1:
-            # autograd.grad bypasses DDP's reducer: average the meta-gradient across ranks by hand.
-            for p in stepped:
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                p.grad /= self.trainer.world_size
-        grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in (p.grad for p in hyper)]))
+        strategy = self.trainer.strategy
+        for p, g in zip(stepped, sums):
+            # autograd.grad bypasses DDP's reducer: the mean over every process's draws goes through the strategy.
+            p.grad = strategy.reduce(g / draws, reduce_op="mean")
+        stats = strategy.reduce((stats / draws).to(self.device), reduce_op="mean").cpu()
+        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in hyper]))
         if self.hparams.gradient_clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
                                 gradient_clip_algorithm="norm")
@@ -207,19 +244,23 @@ class FarziLightningModule(LightningModule):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        self._log_step(result, grad_norm, time.perf_counter() - started, batch_size=len(x))
+        self._log_step(stats, grad_norm, time.perf_counter() - started)
 
-    def _log_step(self, result, grad_norm: Tensor, seconds: float, batch_size: int) -> None:
+    def _log_step(self, stats: Tensor, grad_norm: Tensor, seconds: float) -> None:
+        """Scalars for the logger; the progress bar shows the outer loss, seconds per step and drift (the
+        ``DownstreamEvaluation`` callback adds its last metric). ``stats`` is already averaged over processes."""
+        outer, inner, drift, replayed = stats.tolist()
         with torch.no_grad():
             probs = self.summary()
             entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1).mean()
             used = torch.unique(probs.argmax(-1)).numel()
-        self.log_dict({"train/outer_loss": result.outer_loss, "train/inner_loss": result.inner_loss,
-                       "train/meta_grad_norm": grad_norm, "train/drift": result.drift,
-                       "train/replayed_steps": float(result.replayed_steps), "summary/entropy": entropy,
+        batch_size = self.trainer.datamodule.batch_size if self.trainer.datamodule is not None else 1
+        self.log_dict({"train/outer_loss": outer, "train/inner_loss": inner, "train/meta_grad_norm": grad_norm,
+                       "train/drift": drift, "train/replayed_steps": replayed, "summary/entropy": entropy,
                        "summary/effective_vocab": torch.exp(entropy), "summary/distinct_tokens": float(used),
                        "time/seconds_per_step": seconds, "train/inner_lr": self.inner.lr}, batch_size=batch_size)
-        self.log("outer_loss", result.outer_loss, prog_bar=True, logger=False, batch_size=batch_size)
+        self.log_dict({"outer_loss": outer, "s/step": seconds, "drift": drift}, prog_bar=True, logger=False,
+                      batch_size=batch_size)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         """Nothing: a summary's quality is what fresh learners reach on it, measured by ``farzi test``."""
@@ -227,12 +268,15 @@ class FarziLightningModule(LightningModule):
     # ---- downstream evaluation (farzi test) ----
 
     def evaluate_downstream(self, split: str, candidates: list[str] | None = None) -> dict:
-        """Fresh learners trained on the summary (and the harness's other candidates), scored on ``split``."""
+        """Fresh learners trained on the summary (and the harness's other candidates), scored on ``split``; every
+        process must call it (the jobs are shared out over the processes and the results gathered on all)."""
         self._sync_inner_lr()
         return self.downstream.evaluate(summary=self.summary, feed=self.feed, learner=self.learner, inner=self.inner,
                                         inner_batch_size=self.hparams.inner_batch_size,
                                         data=self.trainer.datamodule, split=split, teacher=self.teacher_model(),
-                                        candidates=candidates, device=self.device, progress=rank_zero_info)
+                                        candidates=candidates, device=self.device, progress=rank_zero_info,
+                                        rank=self.global_rank, world_size=self.trainer.world_size,
+                                        reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
 
     def on_test_start(self) -> None:
         """Train fresh learners on every candidate before the test batches arrive (outside inference mode)."""

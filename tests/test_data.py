@@ -88,10 +88,34 @@ def test_interaction_datamodule_batches(tmp_path):
 
 def test_missing_data_names_path_and_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("FARZI_DATA_DIR", str(tmp_path))
+    interactions = InteractionDataModule(download=False)  # the constructor touches no file (DDP ranks build it)
+    text = TextDataModule(data_dir=str(tmp_path / "nowhere"), download=False)
     with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/ml-100k.*FARZI_DATA_DIR"):
-        InteractionDataModule(download=False)
+        interactions.prepare_data()
     with pytest.raises(FileNotFoundError, match=r"ptb.train.txt.*not found in .*data_dir"):
-        TextDataModule(data_dir=str(tmp_path / "nowhere"), download=False)
+        text.vocab_size  # read early (the CLI sizes the learner from it): the same error
+
+
+def test_file_work_happens_in_prepare_data_and_setup(tmp_path, monkeypatch):
+    write(tmp_path, HAND_MADE, "u.data")
+    calls = []
+    import farzi_lightning.data.interactions as module
+
+    real_resolve, real_read = module.resolve, module.read_interactions
+    monkeypatch.setattr(module, "resolve", lambda *a, **k: calls.append(("resolve", k["download"])) or real_resolve(*a, **k))
+    monkeypatch.setattr(module, "read_interactions", lambda *a, **k: calls.append("parse") or real_read(*a, **k))
+    dm = InteractionDataModule(data_dir=str(tmp_path), seq_len=4, download=True, verify=False)
+    assert calls == []
+    dm.prepare_data()
+    assert calls == [("resolve", True)]
+    dm.setup("fit")
+    dm.setup("test")
+    assert calls == [("resolve", True), "parse"] and dm.vocab_size == 7  # parsed once, not found again
+    # A process other than local rank 0 that reads the data before setup never downloads.
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    other = InteractionDataModule(data_dir=str(tmp_path), seq_len=4, download=True, verify=False)
+    assert other.fingerprint == dm.fingerprint
+    assert calls[2:] == [("resolve", False), "parse"]
 
 
 def test_vocabulary_and_windows_cover_every_token():
@@ -115,10 +139,10 @@ def test_text_errors(tmp_path):
         write(tmp_path, "a b\n", f"{split}.txt")
     (tmp_path / "valid.txt").write_text("\n\n")
     with pytest.raises(ValueError, match=r"valid.txt: the file is empty"):
-        TextDataModule(data_dir=str(tmp_path), name="corpus", download=False)
+        TextDataModule(data_dir=str(tmp_path), name="corpus", download=False).setup("fit")
     (tmp_path / "test.txt").unlink()
     with pytest.raises(FileNotFoundError, match="expected train, valid and test files"):
-        TextDataModule(data_dir=str(tmp_path), name="corpus", download=False)
+        TextDataModule(data_dir=str(tmp_path), name="corpus", download=False).setup("fit")
 
 
 def test_ptb_real_data(data_dir):
@@ -140,7 +164,7 @@ def test_modified_known_file_fails_md5(tmp_path, data_dir):
     with open(tmp_path / "u.data", "a") as f:
         f.write("1\t1\t1\t1\n")
     with pytest.raises(ValueError, match=r"u.data: md5 .* differs from the canonical"):
-        InteractionDataModule(data_dir=str(tmp_path), download=False)
+        InteractionDataModule(data_dir=str(tmp_path), download=False).prepare_data()
 
 
 def test_download_when_absent_is_checked_and_failures_are_clear(tmp_path, monkeypatch):
@@ -155,7 +179,7 @@ def test_download_when_absent_is_checked_and_failures_are_clear(tmp_path, monkey
 
     monkeypatch.setattr(locate.urllib.request, "urlopen", offline)
     with pytest.raises(FileNotFoundError, match=r"u.data not found in .*ml-100k.*download from https://.*failed"):
-        InteractionDataModule(data_dir=str(tmp_path / "ml-100k"))
+        InteractionDataModule(data_dir=str(tmp_path / "ml-100k")).prepare_data()
 
     archive = io.BytesIO()  # a well-formed archive whose u.data is not the canonical file
     with zipfile.ZipFile(archive, "w") as z:
@@ -171,5 +195,5 @@ def test_download_when_absent_is_checked_and_failures_are_clear(tmp_path, monkey
 
     monkeypatch.setattr(locate.urllib.request, "urlopen", lambda url, timeout: Response(archive.getvalue()))
     with pytest.raises(FileNotFoundError, match="wrong md5"):
-        InteractionDataModule(data_dir=str(tmp_path / "ml-100k"))
+        InteractionDataModule(data_dir=str(tmp_path / "ml-100k")).prepare_data()
     assert not (tmp_path / "ml-100k" / "u.data").exists()  # nothing half-downloaded takes the real name

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from .locate import resolve
-from .windows import IGNORE_INDEX, EpochSampler, fingerprint, left_pad
+from .windows import IGNORE_INDEX, EpochSampler, fingerprint, left_pad, local_rank_zero
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,43 @@ def leave_last_out(rows: list[tuple[str, str, float, int]], min_interactions: in
                  num_items=len(item_ids), item_ids=item_ids, user_ids=users)
 
 
+@dataclass(frozen=True)
+class ItemTitles:
+    """A CSV/TSV file naming the items (ML-100k's ``u.item``: ``id|title|...``, Latin-1), read for display.
+
+    Args:
+        file: the file, inside the data folder (or an absolute path).
+        delimiter: column separator.
+        id_col: 0-based column of the item id (as in the interaction file).
+        title_col: 0-based column of the title.
+        header: the first line is a header.
+        encoding: the file's text encoding.
+    """
+
+    file: str
+    delimiter: str = "|"
+    id_col: int = 0
+    title_col: int = 1
+    header: bool = False
+    encoding: str = "utf-8"
+
+    def read(self, root: Path) -> dict[str, str]:
+        """``{item id: title}``; a malformed line raises naming ``file:line``."""
+        path = root / self.file
+        if not path.is_file():
+            raise FileNotFoundError(f"data.init_args.titles.file: {path} not found")
+        titles = {}
+        with open(path, newline="", encoding=self.encoding) as f:
+            for n, fields in enumerate(csv.reader(f, delimiter=self.delimiter), 1):
+                if (self.header and n == 1) or not fields:
+                    continue
+                if len(fields) <= max(self.id_col, self.title_col):
+                    raise ValueError(f"{path}:{n}: expected an id in column {self.id_col} and a title in column "
+                                     f"{self.title_col} separated by {self.delimiter!r}, got {len(fields)} columns")
+                titles[fields[self.id_col].strip()] = fields[self.title_col].strip()
+        return titles
+
+
 class InteractionDataModule(pl.LightningDataModule):
     """Sequential recommendation on an interaction log, leave-last-out, full-ranking evaluation.
 
@@ -101,6 +138,9 @@ class InteractionDataModule(pl.LightningDataModule):
     items, left-padded with 0) shifted by one; targets at padded input positions are ignored. Validation and
     test batches are ``(history, target, seen)``: the last ``seq_len`` items before the held-out one, the
     held-out item, and a ``(B, num_items + 1)`` mask of items the user has already interacted with.
+
+    The constructor touches no file: ``prepare_data`` (once per node) finds, downloads and verifies the file,
+    ``setup`` parses it. Reading ``vocab_size`` (as the CLI does to size the learner) parses it early.
 
     Example: ``farzi fit --config configs/ml100k_pretrain.yaml``.
 
@@ -119,22 +159,59 @@ class InteractionDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes.
         download: fetch the canonical files when they are absent and a network is there.
         verify: check md5 sums of known files.
+        titles: an optional item-title file (``ItemTitles``); decoded summaries then show titles, not ids.
     """
 
     def __init__(self, data_dir: str | None = None, name: str = "ml-100k", file: str = "u.data",
                  delimiter: str = "\t", header: bool = False, user_col: int = 0, item_col: int = 1,
                  timestamp_col: int = 3, min_interactions: int = 3, seq_len: int = 50, batch_size: int = 128,
-                 num_workers: int = 0, download: bool = True, verify: bool = True) -> None:
+                 num_workers: int = 0, download: bool = True, verify: bool = True,
+                 titles: ItemTitles | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        root = resolve(name, data_dir, [file], download=download, check=verify)
-        path = root / file
-        rows = read_interactions(path, delimiter=delimiter, header=header, user_col=user_col, item_col=item_col,
-                                 timestamp_col=timestamp_col)
-        self.split = leave_last_out(rows, min_interactions, path)
         self.seq_len, self.batch_size, self.num_workers = seq_len, batch_size, num_workers
-        flat = torch.tensor([i for s in self.split.train for i in s] + self.split.valid + self.split.test)
-        self.fingerprint = fingerprint(flat, self.vocab_size)
+        self.titles = titles
+        self._root: Path | None = None
+        self._split: Split | None = None
+        self._names: list[str] | None = None
+
+    # ---- file work: prepare_data (find / download / verify), setup (parse) ----
+
+    def prepare_data(self) -> None:
+        """Find the file, download it when absent, verify known md5 sums (Lightning: once per node)."""
+        if self._root is None:
+            h = self.hparams
+            self._root = resolve(h.name, h.data_dir, [h.file], download=h.download, check=h.verify)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Parse the file and split it (once per process)."""
+        if self._split is not None:
+            return
+        h = self.hparams
+        if self._root is None:  # read before prepare_data ran in this process: only local rank 0 downloads
+            self._root = resolve(h.name, h.data_dir, [h.file], download=h.download and local_rank_zero(),
+                                 check=h.verify and local_rank_zero())
+        path = self._root / h.file
+        rows = read_interactions(path, delimiter=h.delimiter, header=h.header, user_col=h.user_col,
+                                 item_col=h.item_col, timestamp_col=h.timestamp_col)
+        split = leave_last_out(rows, h.min_interactions, path)
+        flat = torch.tensor([i for t in split.train for i in t] + split.valid + split.test)
+        self._fingerprint = fingerprint(flat, split.num_items + 1)
+        self._split = split
+        if self.titles is not None:
+            titles = self.titles.read(self._root)
+            self._names = ["<pad>", *(titles.get(i, i) for i in self._split.item_ids)]
+
+    @property
+    def split(self) -> Split:
+        self.setup()
+        return self._split
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the split data and the vocabulary size (a bank made on other data is refused)."""
+        self.setup()
+        return self._fingerprint
 
     @property
     def vocab_size(self) -> int:
@@ -149,8 +226,15 @@ class InteractionDataModule(pl.LightningDataModule):
         """Name of every id: ``<pad>`` then the original item ids."""
         return ["<pad>", *self.split.item_ids]
 
+    def names(self) -> list[str]:
+        """What a person reads for every id: item titles when ``titles`` is set, else the original ids."""
+        self.setup()
+        return self._names or self.vocabulary()
+
     def decode(self, ids: Tensor) -> str:
-        return " ".join(self.split.item_ids[int(i) - 1] for i in ids if int(i) > 0)
+        """Items of one sequence, padding dropped: titles separated by `` | ``, or ids by spaces."""
+        names = self.names()
+        return (" | " if self._names else " ").join(names[int(i)] for i in ids if int(i) > 0)
 
     def train_counts(self) -> Tensor:
         """``(vocab_size,)`` how often each item occurs in the training split (the popularity floor)."""

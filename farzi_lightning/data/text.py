@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .locate import resolve
-from .windows import IGNORE_INDEX, EpochSampler, fingerprint
+from .windows import IGNORE_INDEX, EpochSampler, fingerprint, local_rank_zero
 
 EOS, UNK = "<eos>", "<unk>"
 SPLITS = ("train", "valid", "test")
@@ -101,6 +101,9 @@ class StreamWindows(Dataset):
 class TextDataModule(pl.LightningDataModule):
     """Word-level language modelling on a folder of ``train/valid/test`` text files (PTB recognised by name).
 
+    The constructor touches no file: ``prepare_data`` (once per node) finds, downloads and verifies the files,
+    ``setup`` reads them. Reading ``vocab_size`` (as the CLI does to size the learner) reads them early.
+
     Example: ``farzi fit --config configs/ptb_pretrain.yaml``.
 
     Args:
@@ -123,16 +126,54 @@ class TextDataModule(pl.LightningDataModule):
             raise ValueError(f"seq_len must be at least 2, got {seq_len}")
         self.data_dir, self.name, self.seq_len, self.batch_size = data_dir, name, seq_len, batch_size
         self.num_workers = num_workers
-        required = [f"ptb.{s}.txt" for s in SPLITS] if name == "ptb" else []
-        root = resolve(name, data_dir, required, download=download, check=verify)
-        files = split_files(root)
+        self._root: Path | None = None
+        self._vocab: Vocabulary | None = None
+
+    # ---- file work: prepare_data (find / download / verify), setup (parse) ----
+
+    def _required(self) -> list[str]:
+        return [f"ptb.{s}.txt" for s in SPLITS] if self.name == "ptb" else []
+
+    def prepare_data(self) -> None:
+        """Find the split files, download them when absent, verify known md5 sums (Lightning: once per node)."""
+        if self._root is None:
+            h = self.hparams
+            self._root = resolve(self.name, self.data_dir, self._required(), download=h.download, check=h.verify)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the splits, build the vocabulary, encode (once per process)."""
+        if self._vocab is not None:
+            return
+        h = self.hparams
+        if self._root is None:  # read before prepare_data ran in this process: only local rank 0 downloads
+            self._root = resolve(self.name, self.data_dir, self._required(), download=h.download and local_rank_zero(),
+                                 check=h.verify and local_rank_zero())
+        files = split_files(self._root)
         if set(files) != set(SPLITS):
-            raise FileNotFoundError(f"{root}: expected train, valid and test files (ptb.<split>.txt or <split>.txt), "
-                                    f"found {sorted(files) or 'none'}")
+            raise FileNotFoundError(f"{self._root}: expected train, valid and test files (ptb.<split>.txt or "
+                                    f"<split>.txt), found {sorted(files) or 'none'}")
         lines = {s: read_words(p) for s, p in files.items()}
-        self.vocab = Vocabulary(lines["train"], max_vocab)
-        self.streams = {s: self.vocab.encode(lines[s], files[s]) for s in SPLITS}
-        self.fingerprint = fingerprint(self.streams["train"], len(self.vocab))
+        vocab = Vocabulary(lines["train"], h.max_vocab)
+        self._streams = {s: vocab.encode(lines[s], files[s]) for s in SPLITS}
+        self._fingerprint = fingerprint(self._streams["train"], len(vocab))
+        self._vocab = vocab
+
+    @property
+    def vocab(self) -> Vocabulary:
+        self.setup()
+        return self._vocab
+
+    @property
+    def streams(self) -> dict[str, Tensor]:
+        """``{split: (tokens,) ids}``."""
+        self.setup()
+        return self._streams
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the training stream and the vocabulary size (a bank made on other data is refused)."""
+        self.setup()
+        return self._fingerprint
 
     @property
     def vocab_size(self) -> int:
@@ -145,6 +186,10 @@ class TextDataModule(pl.LightningDataModule):
     def vocabulary(self) -> list[str]:
         """Word of every id."""
         return list(self.vocab.itos)
+
+    def names(self) -> list[str]:
+        """What a person reads for every id: the word."""
+        return self.vocabulary()
 
     def decode(self, ids: Tensor) -> str:
         return " ".join(self.vocab.decode(ids))

@@ -19,6 +19,11 @@ def fingerprint(train: Tensor, vocab_size: int) -> str:
     return hashlib.sha1(train.contiguous().numpy().tobytes() + str(vocab_size).encode()).hexdigest()[:16]
 
 
+def local_rank_zero() -> bool:
+    """Whether this process may download: local rank 0 (``LOCAL_RANK`` is set by Lightning's launchers)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
 def left_pad(seq: list[int], length: int, pad: int = 0) -> Tensor:
     """The last ``length`` items of ``seq``, left-padded with ``pad``."""
     seq = seq[-length:]
