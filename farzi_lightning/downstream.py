@@ -22,8 +22,8 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -204,7 +204,7 @@ class Downstream:
             packed = torch.zeros(len(jobs), len(metrics) + 1 + len(checks), dtype=torch.float64)
             val = data.val_dataloader()
             final = val if split == "valid" else data.test_dataloader()
-            for i, (out, _, name, lname, seed) in enumerate(jobs):
+            for i, (_, _, name, lname, seed) in enumerate(jobs):
                 if i % world_size != rank:
                     continue
                 if seed is None:

@@ -17,15 +17,15 @@ from collections.abc import Callable
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from . import bilevel
+from .distributed import check_precision, check_strategy
 from .downstream import Downstream, log_dict, table
 from .export import export_summary
-from .distributed import check_precision, check_strategy
 from .inner import InnerOptimizer, MetaGradient
 from .learners import Learner
 from .starts import RandomStart, StartPoint
@@ -205,8 +205,9 @@ class FarziLightningModule(LightningModule):
         schedule = bilevel.inner_schedule(self.summary.num_sequences, self.hparams.inner_batch_size,
                                           self.inner.steps, generator).to(self.device)
         self.learner.eval()  # no dropout: the reversal recomputes each inner step and must see the same function
-        return self.inner.meta_gradient(bilevel.inner_loss(self.learner, self.summary, schedule, self.feed),
-                                        bilevel.outer_loss(self.learner, x, y), theta0, tuple(self.summary.parameters()))
+        inner = bilevel.inner_loss(self.learner, self.summary, schedule, self.feed)
+        return self.inner.meta_gradient(inner, bilevel.outer_loss(self.learner, x, y), theta0,
+                                        tuple(self.summary.parameters()))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         started = time.perf_counter()
@@ -223,7 +224,8 @@ class FarziLightningModule(LightningModule):
             if self.hparams.learn_inner_lr:
                 if result.lr_grad is None:
                     raise ValueError(f"model.init_args.learn_inner_lr: {type(self.inner).__name__} gives no "
-                                     "learning-rate meta-gradient; use ReverseAdam, ReverseSGD or an unrolled reference")
+                                     "learning-rate meta-gradient; use ReverseAdam, ReverseSGD or an unrolled "
+                                     "reference")
                 # d/d log lr = lr · d/d lr
                 grads.append((result.lr_grad * self.inner.lr).to(self.log_inner_lr.dtype).reshape(()))
             sums = grads if sums is None else [a + b for a, b in zip(sums, grads)]

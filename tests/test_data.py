@@ -93,7 +93,7 @@ def test_missing_data_names_path_and_variable(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/ml-100k.*FARZI_DATA_DIR"):
         interactions.prepare_data()
     with pytest.raises(FileNotFoundError, match=r"ptb.train.txt.*not found in .*data_dir"):
-        text.vocab_size  # read early (the CLI sizes the learner from it): the same error
+        _ = text.vocab_size  # read early (the CLI sizes the learner from it): the same error
 
 
 def test_file_work_happens_in_prepare_data_and_setup(tmp_path, monkeypatch):
@@ -102,7 +102,8 @@ def test_file_work_happens_in_prepare_data_and_setup(tmp_path, monkeypatch):
     import farzi_lightning.data.interactions as module
 
     real_resolve, real_read = module.resolve, module.read_interactions
-    monkeypatch.setattr(module, "resolve", lambda *a, **k: calls.append(("resolve", k["download"])) or real_resolve(*a, **k))
+    monkeypatch.setattr(module, "resolve",
+                        lambda *a, **k: calls.append(("resolve", k["download"])) or real_resolve(*a, **k))
     monkeypatch.setattr(module, "read_interactions", lambda *a, **k: calls.append("parse") or real_read(*a, **k))
     dm = InteractionDataModule(data_dir=str(tmp_path), seq_len=4, download=True, verify=False)
     assert calls == []
