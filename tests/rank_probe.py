@@ -1,20 +1,18 @@
-"""A callback for the DDP test: each rank writes a digest of its summary and meta-gradient after every step."""
+"""A callback for the DDP test: each rank saves its summary and meta-gradient after every outer step."""
 
 from __future__ import annotations
 
-import json
 import os
 
+import torch
 from lightning.pytorch import Callback
 
 
 class RankProbe(Callback):
-    """Appends ``{"step", "summary", "grad"}`` sums to ``$FARZI_PROBE_DIR/rank<r>.jsonl``."""
+    """Saves ``{"summary": [...], "grad": [...]}`` to ``$FARZI_PROBE_DIR/rank<r>-step<s>.pt``."""
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
         params = list(pl_module.summary.parameters())
-        record = {"step": trainer.global_step, "summary": [float(p.double().sum()) for p in params],
-                  "grad": [float(p.grad.double().abs().sum()) for p in params if p.grad is not None]}
-        path = os.path.join(os.environ["FARZI_PROBE_DIR"], f"rank{trainer.global_rank}.jsonl")
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        record = {"summary": [p.detach().clone() for p in params], "grad": [p.grad.clone() for p in params]}
+        torch.save(record, os.path.join(os.environ["FARZI_PROBE_DIR"],
+                                        f"rank{trainer.global_rank}-step{trainer.global_step}.pt"))
