@@ -26,15 +26,15 @@ HAND_MADE = """7\t10\t5\t1
 """
 
 
-def write(tmp_path: Path, text: str, name: str = "log.tsv") -> Path:
+def write(tmp_path: Path, text: str | bytes, name: str = "log.tsv") -> Path:
     path = tmp_path / name
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return path
 
 
 def test_leave_last_out_with_ties_and_short_users(tmp_path):
     rows = read_interactions(write(tmp_path, HAND_MADE))
-    split = leave_last_out(rows, min_interactions=3)
+    split = leave_last_out(rows, min_interactions=3, dedup=False)
     assert split.user_ids == ["7", "8"]  # user 9 has 2 interactions: dropped
     assert split.item_ids == ["10", "20", "21", "22", "30", "31"]  # remapped to 1..6 in id order
     original = lambda ids: [split.item_ids[i - 1] for i in ids]  # noqa: E731
@@ -42,6 +42,26 @@ def test_leave_last_out_with_ties_and_short_users(tmp_path):
     assert original(split.train[0]) == ["10", "30"] and original([split.valid[0], split.test[0]]) == ["31", "31"]
     # user 8: 10@1, 21@2, 22@3, 20@4
     assert original(split.train[1]) == ["10", "21"] and original([split.valid[1], split.test[1]]) == ["22", "20"]
+
+
+def test_string_ids_duplicates_and_short_users_are_mapped_and_counted(tmp_path):
+    # Amazon-style: ASIN,reviewerID,rating,unix_time with a header; string ids of any kind.
+    text = ("asin,reviewer,rating,time\n"
+            "B00X,A2Z,5,100\nB00Y,A2Z,4,101\nB00X,A2Z,5,100\n"  # an exact duplicate row
+            "B01Q,A2Z,3,102\nB00X,A2Z,2,103\n"  # a repeated (user, item) pair: would be both valid and test
+            "B00Z,A2Z,1,104\nB00Y,A9,5,1\nB00Z,A9,5,2\n"  # A9: 2 events, dropped
+            "B00Z,10,1,1\nB00Y,10,1,2\nB00X,10,1,3\n")
+    rows = read_interactions(write(tmp_path, text, "ratings.csv"), delimiter=",", header=True, user_col=1,
+                             item_col=0, timestamp_col=3)
+    split = leave_last_out(rows, 3, "ratings.csv")
+    assert split.user_ids == ["10", "A2Z"]  # integers first, then strings
+    assert split.item_ids == ["B00X", "B00Y", "B00Z", "B01Q"]
+    names = lambda ids: [split.item_ids[i - 1] for i in ids]  # noqa: E731
+    assert names(split.train[1]) == ["B00X", "B00Y"] and names([split.valid[1], split.test[1]]) == ["B01Q", "B00Z"]
+    assert split.report == {"rows": 11, "exact_duplicates": 1, "repeated_pairs": 1, "short_users": 1,
+                            "short_events": 2, "users": 2, "events": 7, "items": 4}
+    kept = leave_last_out(rows, 3, dedup=False)
+    assert names([kept.valid[1], kept.test[1]]) == ["B00X", "B00Z"]
 
 
 def test_other_column_orders_csv_with_header_and_iso_dates(tmp_path):
@@ -55,8 +75,10 @@ def test_other_column_orders_csv_with_header_and_iso_dates(tmp_path):
 
 @pytest.mark.parametrize("text, kwargs, match", [
     ("1\t2\t3\t4\n1\t2\n", {}, r"log.tsv:2: expected at least 4 columns"),
-    ("1\tx7\t3\t4\n", {}, r"log.tsv:1: item id 'x7' in column 1 is not an integer"),
-    ("u1\t7\t3\t4\n", {}, r"log.tsv:1: user id 'u1' in column 0 is not an integer"),
+    ("1\t\t3\t4\n", {}, r"log.tsv:1: the item id in column 1 is empty"),
+    ("1\t2\t3\t4\n\t7\t3\t4\n", {}, r"log.tsv:2: the user id in column 0 is empty"),
+    (b"1\t2\t3\t4\n1\t\xe9t\xe9\t3\t4\n", {}, r"log.tsv:2: byte 0xe9 at column 3 is not valid utf-8 text; set "
+                                                  r"data.init_args.encoding"),
     ("1\t7\t3\tyesterday\n", {}, r"log.tsv:1: timestamp 'yesterday' in column 3"),
     ("", {}, r"log.tsv: no interactions found \(the file is empty"),
     ("user\titem\tr\tt\n", {"header": True}, r"but for its header"),
@@ -74,7 +96,8 @@ def test_split_with_no_users(tmp_path):
 
 def test_interaction_datamodule_batches(tmp_path):
     write(tmp_path, HAND_MADE, "u.data")
-    dm = InteractionDataModule(data_dir=str(tmp_path), seq_len=4, batch_size=8, download=False, verify=False)
+    dm = InteractionDataModule(data_dir=str(tmp_path), seq_len=4, batch_size=8, download=False, verify=False,
+                               dedup=False)
     assert dm.vocab_size == 7 and dm.num_items == 6
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (2, 4) and y.shape == (2, 4)
@@ -144,6 +167,55 @@ def test_text_errors(tmp_path):
     (tmp_path / "test.txt").unlink()
     with pytest.raises(FileNotFoundError, match="expected train, valid and test files"):
         TextDataModule(data_dir=str(tmp_path), name="corpus", download=False).setup("fit")
+
+
+def test_any_corpus_naming_explicit_files_and_what_was_found(tmp_path):
+    for split in ("train", "valid", "test"):
+        write(tmp_path, "the cat sat\n", f"novel.{split}.txt")
+    write(tmp_path, "x\n", "notes.txt")
+    dm = TextDataModule(data_dir=str(tmp_path), name="novel", seq_len=2, download=False)
+    assert dm.vocabulary() == ["<eos>", "cat", "sat", "the"]
+    (tmp_path / "novel.test.txt").rename(tmp_path / "novel.heldout.txt")
+    with pytest.raises(FileNotFoundError, match=r"found notes.txt, novel.heldout.txt, novel.train.txt, novel.valid"):
+        TextDataModule(data_dir=str(tmp_path), name="novel", download=False).setup()
+    files = {"train": "novel.train.txt", "valid": "novel.valid.txt", "test": "novel.heldout.txt"}
+    assert TextDataModule(data_dir=str(tmp_path), name="novel", files=files, download=False).vocab_size == 4
+    with pytest.raises(FileNotFoundError, match=r"data.init_args.files.test: .*gone.txt not found"):
+        TextDataModule(data_dir=str(tmp_path), files={**files, "test": "gone.txt"}, download=False).setup()
+    write(tmp_path, "a\n", "other.train.txt")
+    with pytest.raises(ValueError, match=r"several train files \(novel.train.txt, other.train.txt\)"):
+        TextDataModule(data_dir=str(tmp_path), name="novel", download=False).setup()
+    write(tmp_path, b"ok\nna\xefve\n", "bad.txt")
+    with pytest.raises(ValueError, match=r"bad.txt:2: byte 0xef at column 3 is not valid utf-8 text"):
+        TextDataModule(data_dir=str(tmp_path), files={**files, "valid": "bad.txt"}, download=False).setup()
+    latin = TextDataModule(data_dir=str(tmp_path), files={**files, "valid": "bad.txt"}, encoding="latin-1",
+                           max_vocab=3, download=False)
+    assert latin.vocabulary() == ["<eos>", "<unk>", "cat"]  # na\xefve decodes, and maps to <unk>
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_vocab": 0}, r"data.init_args.max_vocab must be an integer >= 3, got 0"),
+    ({"max_vocab": 1}, r"data.init_args.max_vocab must be an integer >= 3, got 1"),
+    ({"max_vocab": -5}, r"data.init_args.max_vocab must be an integer >= 3, got -5"),
+    ({"seq_len": 0}, r"data.init_args.seq_len must be an integer >= 2, got 0"),
+    ({"seq_len": -3}, r"data.init_args.seq_len must be an integer >= 2, got -3"),
+    ({"batch_size": 0}, r"data.init_args.batch_size must be an integer >= 1, got 0"),
+])
+def test_text_config_values_are_checked_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TextDataModule(data_dir="/nowhere", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"seq_len": 0}, r"data.init_args.seq_len must be an integer >= 1, got 0"),
+    ({"batch_size": 0}, r"data.init_args.batch_size must be an integer >= 1, got 0"),
+    ({"min_interactions": 2}, r"data.init_args.min_interactions must be an integer >= 3, got 2"),
+    ({"item_col": 0}, r"user_col=0, item_col=0 and timestamp_col=3 must be three different columns"),
+    ({"user_col": -1}, r"data.init_args.user_col must be an integer >= 0, got -1"),
+])
+def test_interaction_config_values_are_checked_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        InteractionDataModule(data_dir="/nowhere", **kwargs)
 
 
 def test_ptb_real_data(data_dir):

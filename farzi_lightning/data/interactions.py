@@ -7,17 +7,27 @@ target, the second last the validation target, the rest is training history.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from .locate import resolve
-from .windows import IGNORE_INDEX, EpochSampler, fingerprint, left_pad, local_rank_zero
+from .windows import (
+    IGNORE_INDEX,
+    EpochSampler,
+    check_int,
+    fingerprint,
+    left_pad,
+    local_rank_zero,
+    natural_key,
+    read_lines,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class Split:
     num_items: int
     item_ids: list[str]  # original id of item i is item_ids[i - 1]
     user_ids: list[str]
+    report: dict[str, int] = field(default_factory=dict)  # what each filter removed (``describe``)
 
 
 def _timestamp(text: str) -> float:
@@ -40,58 +51,91 @@ def _timestamp(text: str) -> float:
 
 
 def read_interactions(path: Path, *, delimiter: str = "\t", header: bool = False, user_col: int = 0,
-                      item_col: int = 1, timestamp_col: int = 3) -> list[tuple[str, str, float, int]]:
+                      item_col: int = 1, timestamp_col: int = 3,
+                      encoding: str = "utf-8") -> list[tuple[str, str, float, int]]:
     """``(user, item, timestamp, line number)`` rows; malformed input raises naming ``file:line``.
 
-    Ids must be integers (as in MovieLens); timestamps are numbers or ISO-8601 dates.
+    Ids are any strings (numbers, ASINs, hashes); timestamps are numbers or ISO-8601 dates.
     """
     rows = []
     need = max(user_col, item_col, timestamp_col) + 1
-    with open(path, newline="", encoding="utf-8") as f:
-        for n, fields in enumerate(csv.reader(f, delimiter=delimiter), 1):
-            if header and n == 1:
-                continue
-            if not fields or all(not x.strip() for x in fields):
-                continue
-            if len(fields) < need:
-                raise ValueError(f"{path}:{n}: expected at least {need} columns separated by {delimiter!r} "
-                                 f"(user in {user_col}, item in {item_col}, timestamp in {timestamp_col}), "
-                                 f"got {len(fields)}: {delimiter.join(fields)!r}")
-            user, item, ts = fields[user_col].strip(), fields[item_col].strip(), fields[timestamp_col].strip()
-            for what, value, col in (("user", user, user_col), ("item", item, item_col)):
-                if not value.lstrip("-").isdigit():
-                    raise ValueError(f"{path}:{n}: {what} id {value!r} in column {col} is not an integer")
-            try:
-                stamp = _timestamp(ts)
-            except ValueError:
-                raise ValueError(f"{path}:{n}: timestamp {ts!r} in column {timestamp_col} is neither a number nor an "
-                                 "ISO-8601 date") from None
-            rows.append((user, item, stamp, n))
+    for n, fields in enumerate(csv.reader(read_lines(path, encoding), delimiter=delimiter), 1):
+        if header and n == 1:
+            continue
+        if not fields or all(not x.strip() for x in fields):
+            continue
+        if len(fields) < need:
+            raise ValueError(f"{path}:{n}: expected at least {need} columns separated by {delimiter!r} "
+                             f"(user in {user_col}, item in {item_col}, timestamp in {timestamp_col}), "
+                             f"got {len(fields)}: {delimiter.join(fields)!r}")
+        user, item, ts = fields[user_col].strip(), fields[item_col].strip(), fields[timestamp_col].strip()
+        for what, value, col in (("user", user, user_col), ("item", item, item_col)):
+            if not value:
+                raise ValueError(f"{path}:{n}: the {what} id in column {col} is empty")
+        try:
+            stamp = _timestamp(ts)
+        except ValueError:
+            raise ValueError(f"{path}:{n}: timestamp {ts!r} in column {timestamp_col} is neither a number nor an "
+                             "ISO-8601 date") from None
+        rows.append((user, item, stamp, n))
     if not rows:
         raise ValueError(f"{path}: no interactions found (the file is empty{' but for its header' if header else ''})")
     return rows
 
 
 def leave_last_out(rows: list[tuple[str, str, float, int]], min_interactions: int = 3,
-                   path: Path | str = "<interactions>") -> Split:
-    """Per user: sort by (timestamp, file order), hold out the last two; drop users below ``min_interactions``."""
+                   path: Path | str = "<interactions>", dedup: bool = True) -> Split:
+    """Per user: sort by (timestamp, file order), keep each item's first interaction (``dedup``), hold out the
+    last two; drop users below ``min_interactions``. ``Split.report`` counts what each filter removed."""
     if min_interactions < 3:
-        raise ValueError(f"min_interactions must be at least 3 (one training, one validation, one test item), "
-                         f"got {min_interactions}")
+        raise ValueError(f"data.init_args.min_interactions must be at least 3 (one training, one validation, one "
+                         f"test item), got {min_interactions}")
+    report = {"rows": len(rows), "exact_duplicates": 0, "repeated_pairs": 0, "short_users": 0, "short_events": 0}
     by_user: dict[str, list[tuple[float, int, str]]] = {}
     for user, item, stamp, line in rows:
         by_user.setdefault(user, []).append((stamp, line, item))
-    kept = {u: [item for _, _, item in sorted(events)] for u, events in by_user.items()
-            if len(events) >= min_interactions}
+    kept: dict[str, list[str]] = {}
+    for user, events in by_user.items():
+        events.sort()
+        if dedup:
+            seen: set[str] = set()
+            exact: set[tuple[float, str]] = set()
+            unique = []
+            for stamp, _, item in events:
+                if (stamp, item) in exact:
+                    report["exact_duplicates"] += 1
+                elif item in seen:
+                    report["repeated_pairs"] += 1
+                else:
+                    unique.append(item)
+                seen.add(item)
+                exact.add((stamp, item))
+            items = unique
+        else:
+            items = [item for _, _, item in events]
+        if len(items) < min_interactions:
+            report["short_users"] += 1
+            report["short_events"] += len(items)
+            continue
+        kept[user] = items
     if not kept:
         raise ValueError(f"{path}: no user has at least min_interactions={min_interactions} interactions "
-                         f"({len(by_user)} users in the file)")
-    users = sorted(kept, key=int)
-    item_ids = sorted({i for u in users for i in kept[u]}, key=int)
+                         f"({len(by_user)} users in the file{', after de-duplication' if dedup else ''})")
+    users = sorted(kept, key=natural_key)
+    item_ids = sorted({i for u in users for i in kept[u]}, key=natural_key)
     index = {item: n + 1 for n, item in enumerate(item_ids)}
     seqs = [[index[i] for i in kept[u]] for u in users]
+    report.update(users=len(users), events=sum(len(s) for s in seqs), items=len(item_ids))
     return Split(train=[s[:-2] for s in seqs], valid=[s[-2] for s in seqs], test=[s[-1] for s in seqs],
-                 num_items=len(item_ids), item_ids=item_ids, user_ids=users)
+                 num_items=len(item_ids), item_ids=item_ids, user_ids=users, report=report)
+
+
+def describe(report: dict[str, int], path: Path | str) -> str:
+    """One line: what was read and what each filter removed."""
+    return (f"{path}: {report['rows']:,} rows; de-duplication removed {report['exact_duplicates']:,} exact "
+            f"duplicates and {report['repeated_pairs']:,} repeated (user, item) pairs; {report['short_users']:,} "
+            f"users with fewer than min_interactions events dropped ({report['short_events']:,} events); kept "
+            f"{report['users']:,} users, {report['items']:,} items, {report['events']:,} events")
 
 
 @dataclass(frozen=True)
@@ -120,14 +164,14 @@ class ItemTitles:
         if not path.is_file():
             raise FileNotFoundError(f"data.init_args.titles.file: {path} not found")
         titles = {}
-        with open(path, newline="", encoding=self.encoding) as f:
-            for n, fields in enumerate(csv.reader(f, delimiter=self.delimiter), 1):
-                if (self.header and n == 1) or not fields:
-                    continue
-                if len(fields) <= max(self.id_col, self.title_col):
-                    raise ValueError(f"{path}:{n}: expected an id in column {self.id_col} and a title in column "
-                                     f"{self.title_col} separated by {self.delimiter!r}, got {len(fields)} columns")
-                titles[fields[self.id_col].strip()] = fields[self.title_col].strip()
+        lines = read_lines(path, self.encoding, key="data.init_args.titles.encoding")
+        for n, fields in enumerate(csv.reader(lines, delimiter=self.delimiter), 1):
+            if (self.header and n == 1) or not fields:
+                continue
+            if len(fields) <= max(self.id_col, self.title_col):
+                raise ValueError(f"{path}:{n}: expected an id in column {self.id_col} and a title in column "
+                                 f"{self.title_col} separated by {self.delimiter!r}, got {len(fields)} columns")
+            titles[fields[self.id_col].strip()] = fields[self.title_col].strip()
         return titles
 
 
@@ -160,15 +204,28 @@ class InteractionDataModule(pl.LightningDataModule):
         download: fetch the canonical files when they are absent and a network is there.
         verify: check md5 sums of known files.
         titles: an optional item-title file (``ItemTitles``); decoded summaries then show titles, not ids.
+        dedup: keep only each user's first interaction with an item (exact duplicate rows and repeats removed,
+            counted in the log): with repeats, a user's validation item can equal their test item.
+        encoding: text encoding of the interaction file.
     """
 
     def __init__(self, data_dir: str | None = None, name: str = "ml-100k", file: str = "u.data",
                  delimiter: str = "\t", header: bool = False, user_col: int = 0, item_col: int = 1,
                  timestamp_col: int = 3, min_interactions: int = 3, seq_len: int = 50, batch_size: int = 128,
                  num_workers: int = 0, download: bool = True, verify: bool = True,
-                 titles: ItemTitles | None = None) -> None:
+                 titles: ItemTitles | None = None, dedup: bool = True, encoding: str = "utf-8") -> None:
         super().__init__()
         self.save_hyperparameters()
+        for key, value, minimum in (("seq_len", seq_len, 1), ("batch_size", batch_size, 1),
+                                    ("min_interactions", min_interactions, 3), ("num_workers", num_workers, 0),
+                                    ("user_col", user_col, 0), ("item_col", item_col, 0),
+                                    ("timestamp_col", timestamp_col, 0)):
+            check_int(f"data.init_args.{key}", value, minimum)
+        if len({user_col, item_col, timestamp_col}) < 3:
+            raise ValueError(f"data.init_args: user_col={user_col}, item_col={item_col} and timestamp_col="
+                             f"{timestamp_col} must be three different columns")
+        if not delimiter:
+            raise ValueError("data.init_args.delimiter must not be empty (\\t for TSV, , for CSV)")
         self.seq_len, self.batch_size, self.num_workers = seq_len, batch_size, num_workers
         self.titles = titles
         self._root: Path | None = None
@@ -193,8 +250,15 @@ class InteractionDataModule(pl.LightningDataModule):
                                  check=h.verify and local_rank_zero())
         path = self._root / h.file
         rows = read_interactions(path, delimiter=h.delimiter, header=h.header, user_col=h.user_col,
-                                 item_col=h.item_col, timestamp_col=h.timestamp_col)
-        split = leave_last_out(rows, h.min_interactions, path)
+                                 item_col=h.item_col, timestamp_col=h.timestamp_col, encoding=h.encoding)
+        split = leave_last_out(rows, h.min_interactions, path, dedup=h.dedup)
+        rank_zero_info(describe(split.report, path))
+        full = sum(len(t) >= self.seq_len + 1 for t in split.train)
+        if full < len(split.train) / 2:
+            lengths = sorted(len(t) for t in split.train)
+            rank_zero_warn(f"data.init_args.seq_len={self.seq_len}: only {full} of {len(split.train)} users have "
+                           f"{self.seq_len + 1} training events (median {lengths[len(lengths) // 2]}); most rows are "
+                           "mostly padding, and a summary that long is longer than most real sequences")
         flat = torch.tensor([i for t in split.train for i in t] + split.valid + split.test)
         self._fingerprint = fingerprint(flat, split.num_items + 1)
         self._split = split

@@ -11,26 +11,45 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .locate import resolve
-from .windows import IGNORE_INDEX, EpochSampler, fingerprint, local_rank_zero
+from .windows import IGNORE_INDEX, EpochSampler, check_int, fingerprint, local_rank_zero, read_lines
 
 EOS, UNK = "<eos>", "<unk>"
 SPLITS = ("train", "valid", "test")
 
 
-def split_files(root: Path) -> dict[str, Path]:
-    """``ptb.{split}.txt`` when present, else ``{split}.txt``."""
-    found = {}
+def split_files(root: Path, files: dict[str, str] | None = None) -> dict[str, Path]:
+    """The split files: ``files`` when given (relative to ``root`` or absolute), else ``ptb.<split>.txt``,
+    ``<split>.txt`` or any ``<name>.<split>.txt`` (one per split). Errors list the ``.txt`` files found."""
+    found: dict[str, Path] = {}
+    if files is not None:
+        unknown = set(files) - set(SPLITS)
+        if unknown or set(files) != set(SPLITS):
+            raise ValueError(f"data.init_args.files must name exactly train, valid and test, got {sorted(files)}")
+        for split, name in files.items():
+            path = root / name
+            if not path.is_file():
+                raise FileNotFoundError(f"data.init_args.files.{split}: {path} not found")
+            found[split] = path
+        return found
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    txt = sorted(p.name for p in root.iterdir() if p.name.endswith(".txt") and p.is_file())
     for split in SPLITS:
-        for name in (f"ptb.{split}.txt", f"{split}.txt"):
-            if (root / name).is_file():
-                found[split] = root / name
-                break
+        preferred = [n for n in (f"ptb.{split}.txt", f"{split}.txt") if n in txt]
+        named = preferred or [n for n in txt if n.endswith(f".{split}.txt")]
+        if len(named) > 1:
+            raise ValueError(f"{root}: several {split} files ({', '.join(named)}); name them in data.init_args.files")
+        if named:
+            found[split] = root / named[0]
+    if set(found) != set(SPLITS):
+        raise FileNotFoundError(f"{root}: expected train, valid and test files (<split>.txt or <name>.<split>.txt, "
+                                f"or data.init_args.files), found {', '.join(txt) or 'no .txt files'}")
     return found
 
 
-def read_words(path: Path) -> list[list[str]]:
-    """Lines of whitespace-separated words; errors name the file."""
-    lines = [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
+def read_words(path: Path, encoding: str = "utf-8") -> list[list[str]]:
+    """Lines of whitespace-separated words; errors name the file (and the line of a bad byte)."""
+    lines = [line.split() for line in read_lines(path, encoding)]
     if not any(lines):
         raise ValueError(f"{path}: the file is empty (expected whitespace-separated words, one sentence a line)")
     return lines
@@ -115,15 +134,21 @@ class TextDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes.
         download: fetch the canonical files when they are absent and a network is there.
         verify: check md5 sums of known files.
+        files: explicit ``{train, valid, test}`` file names (relative to the folder, or absolute); None: found by
+            name (``ptb.<split>.txt``, ``<split>.txt`` or ``<name>.<split>.txt``).
+        encoding: text encoding of the files.
     """
 
     def __init__(self, data_dir: str | None = None, name: str = "ptb", seq_len: int = 35, batch_size: int = 20,
                  max_vocab: int | None = None, num_workers: int = 0, download: bool = True,
-                 verify: bool = True) -> None:
+                 verify: bool = True, files: dict[str, str] | None = None, encoding: str = "utf-8") -> None:
         super().__init__()
         self.save_hyperparameters()
-        if seq_len < 2:
-            raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+        for key, value, minimum in (("seq_len", seq_len, 2), ("batch_size", batch_size, 1),
+                                    ("num_workers", num_workers, 0)):
+            check_int(f"data.init_args.{key}", value, minimum)
+        if max_vocab is not None:
+            check_int("data.init_args.max_vocab", max_vocab, 3)  # <eos>, <unk> and at least one word
         self.data_dir, self.name, self.seq_len, self.batch_size = data_dir, name, seq_len, batch_size
         self.num_workers = num_workers
         self._root: Path | None = None
@@ -132,6 +157,8 @@ class TextDataModule(pl.LightningDataModule):
     # ---- file work: prepare_data (find / download / verify), setup (parse) ----
 
     def _required(self) -> list[str]:
+        if self.hparams.files is not None:
+            return []  # named files are checked by split_files, with their key
         return [f"ptb.{s}.txt" for s in SPLITS] if self.name == "ptb" else []
 
     def prepare_data(self) -> None:
@@ -148,11 +175,8 @@ class TextDataModule(pl.LightningDataModule):
         if self._root is None:  # read before prepare_data ran in this process: only local rank 0 downloads
             self._root = resolve(self.name, self.data_dir, self._required(), download=h.download and local_rank_zero(),
                                  check=h.verify and local_rank_zero())
-        files = split_files(self._root)
-        if set(files) != set(SPLITS):
-            raise FileNotFoundError(f"{self._root}: expected train, valid and test files (ptb.<split>.txt or "
-                                    f"<split>.txt), found {sorted(files) or 'none'}")
-        lines = {s: read_words(p) for s, p in files.items()}
+        files = split_files(self._root, h.files)
+        lines = {s: read_words(p, h.encoding) for s, p in files.items()}
         vocab = Vocabulary(lines["train"], h.max_vocab)
         self._streams = {s: vocab.encode(lines[s], files[s]) for s in SPLITS}
         self._fingerprint = fingerprint(self._streams["train"], len(vocab))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -17,6 +18,35 @@ IGNORE_INDEX = -100
 def fingerprint(train: Tensor, vocab_size: int) -> str:
     """A short digest of the training data and vocabulary size: a trajectory bank made on other data is refused."""
     return hashlib.sha1(train.contiguous().numpy().tobytes() + str(vocab_size).encode()).hexdigest()[:16]
+
+
+def read_lines(path: Path, encoding: str = "utf-8", key: str = "data.init_args.encoding") -> list[str]:
+    """The file's lines, decoded one by one so that a bad byte is reported with its ``file:line``."""
+    try:
+        raw = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, expected a file") from None
+    lines = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        try:
+            lines.append(line.decode(encoding))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}:{n}: byte {line[err.start]:#04x} at column {err.start + 1} is not valid "
+                             f"{encoding} text; set {key} (e.g. latin-1)") from None
+        except LookupError:
+            raise ValueError(f"{key}: unknown text encoding {encoding!r}") from None
+    return lines
+
+
+def natural_key(value: str) -> tuple[int, int | str]:
+    """Sort key of an id: integers by value first, then any other string."""
+    return (0, int(value), "") if value.lstrip("-").isdigit() else (1, 0, value)  # type: ignore[return-value]
+
+
+def check_int(key: str, value, minimum: int) -> None:
+    """Raise naming ``key`` unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
 
 
 def local_rank_zero() -> bool:
