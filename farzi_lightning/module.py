@@ -121,8 +121,24 @@ class FarziLightningModule(LightningModule):
                 # The same on every rank (no rank in the seed): DDP also broadcasts rank 0's parameters.
                 seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
                 teacher = self.teacher_model() if getattr(self.summary, "init", None) == "teacher" else None
-                self.summary.initialize(data.real_sequences().to(self.device), torch.Generator().manual_seed(seed),
-                                        teacher)
+                real = data.real_sequences()
+                self._check_size(real)
+                self.summary.initialize(real.to(self.device), torch.Generator().manual_seed(seed), teacher)
+
+    def _check_size(self, real: Tensor) -> None:
+        """Warn when the summary is not small next to the data, or longer than most real sequences."""
+        s, key = self.summary, "model.init_args.summary.init_args"
+        if s.num_sequences >= len(real):
+            rank_zero_warn(f"{key}.num_sequences={s.num_sequences}: the data has only {len(real)} training sequences; "
+                           "the summary is not smaller than the data")
+        if s.padding_idx is not None:
+            lengths = (real != s.padding_idx).sum(1)
+            full = int((lengths >= s.seq_len).sum())
+            if full < len(real) / 2:
+                rank_zero_warn(f"{key}.seq_len={s.seq_len} is longer than most real sequences: {full} of {len(real)} "
+                               f"have {s.seq_len} tokens (median {int(lengths.median())}); padded positions of the "
+                               "initial rows are filled with tokens drawn from the data. A shorter summary fits the "
+                               "data better")
 
     def on_fit_start(self) -> None:
         if any(isinstance(c, ModelSummary) for c in self.trainer.callbacks):

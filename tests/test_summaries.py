@@ -74,3 +74,17 @@ def test_real_init_prefers_rows_without_padding(real):
     summary.initialize(padded, torch.Generator().manual_seed(0))
     assert (summary.tokens != 0).all()
     assert {tuple(r.tolist()) for r in summary.tokens} <= {tuple(r[-10:].tolist()) for r in padded[25:]}
+
+
+@pytest.mark.parametrize("cls", [RandomSampleSummary, TokenSummary])
+def test_init_never_starts_from_padding_even_when_most_rows_are_short(cls, real):
+    padded = real.clone()
+    padded[:, :6] = 0  # every row: 6 padding tokens, 6 real ones; the summary reads 10
+    padded[0, :8] = 0  # one row is shorter still: the least padded rows are taken
+    summary = cls(V, 8, 10, padding_idx=0, **({"init": "real"} if cls is TokenSummary else {}))
+    summary.initialize(padded, torch.Generator().manual_seed(0))
+    tokens = summary.tokens if cls is RandomSampleSummary else summary.decode()
+    assert (tokens != 0).all()  # no padding, and no collapse onto one repeated item
+    assert len(torch.unique(tokens)) > 10
+    real_tail = {tuple(r[-6:].tolist()) for r in padded[1:]}
+    assert all(tuple(r[-6:].tolist()) in real_tail for r in tokens)  # the real part is a real user's, kept

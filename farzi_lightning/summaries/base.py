@@ -93,16 +93,31 @@ class Summary(RecordsInit, nn.Module):
 
     def pick(self, real: Tensor, n: int, seq_len: int, generator: torch.Generator | None) -> Tensor:
         """``n`` real sequences cut to their last ``seq_len`` tokens, drawn without replacement (with, when
-        fewer than ``n`` exist). Rows free of padding are preferred: a padded position has no real token to
-        start from (and the summary never produces padding)."""
+        fewer than ``n`` exist). Rows free of padding are preferred; when there are too few, the least padded
+        are taken and their padding is replaced by tokens drawn from the data's own frequencies, so a summary
+        never starts from padding (which it cannot produce)."""
         if real.dim() != 2 or real.shape[1] < seq_len:
             raise ValueError(f"real sequences must be (N, >= {seq_len}) ids, got shape {tuple(real.shape)}")
         real = real[:, -seq_len:]
-        if self.padding_idx is not None:
-            full = real[(real != self.padding_idx).all(dim=1)]
-            real = full if len(full) >= n else real
-        if len(real) >= n:
-            rows = torch.randperm(len(real), generator=generator)[:n]
-        else:
-            rows = torch.randint(len(real), (n,), generator=generator)
-        return real[rows]
+        if self.padding_idx is None:
+            return real[_draw(len(real), n, generator)]
+        pad = real == self.padding_idx
+        full = real[~pad.any(dim=1)]
+        if len(full) >= n:
+            return full[_draw(len(full), n, generator)]
+        order = torch.argsort(pad.sum(1), stable=True)  # least padded first
+        rows = real[order[: max(n, len(full))]]
+        rows = rows[_draw(len(rows), n, generator)].clone()
+        tokens = real[~pad]
+        if len(tokens) == 0:
+            raise ValueError("the real sequences hold nothing but padding")
+        holes = rows == self.padding_idx
+        rows[holes] = tokens[torch.randint(len(tokens), (int(holes.sum()),), generator=generator)]
+        return rows
+
+
+def _draw(available: int, n: int, generator: torch.Generator | None) -> Tensor:
+    """``n`` row indices: without replacement when there are enough, else with."""
+    if available >= n:
+        return torch.randperm(available, generator=generator)[:n]
+    return torch.randint(available, (n,), generator=generator)
