@@ -10,10 +10,15 @@ The data's vocabulary size (or item-id count) is linked into the learner, so no 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
+from .checkpoints import checkpoint_class, find_last, read_checkpoint
 from .distributed import check_precision, check_strategy
 
 
@@ -23,6 +28,33 @@ class FarziCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.learner.init_args.vocab_size",
                               apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path``: ``last`` is the newest ``last.ckpt`` under the run's root (its run folder is reused,
+        so a resumed fit logs where it left off), and the file is verified. Unlike LightningCLI's default, the
+        checkpoint's stored hyper-parameters never replace the config: what the YAML and the command line say
+        is what runs (evaluation-time settings included), a checkpoint of another module class is refused, and
+        nothing named in a checkpoint is imported."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand or not self.config[subcommand].get("ckpt_path"):
+            return
+        config = self.config[subcommand]
+        path = config.ckpt_path
+        if path == "last":
+            root = Path(config.trainer.get("default_root_dir") or ".")
+            found = find_last(root)
+            if found is None:
+                raise FileNotFoundError(f"--ckpt_path last: no last.ckpt under {root.resolve()}; there is nothing to "
+                                        "resume (run without --ckpt_path to start, or name a checkpoint file)")
+            path = config.ckpt_path = str(found)
+            version = found.parent.parent.name
+            if config.trainer.get("logger") is None and version.startswith("version_"):
+                config.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                                                  init_args=Namespace(save_dir=str(root), version=version))
+        checkpoint = read_checkpoint(path)
+        stored, wanted = checkpoint_class(checkpoint), str(config.model.get("class_path", ""))
+        if stored is not None and wanted and stored != wanted:
+            raise ValueError(f"--ckpt_path: {path} is a checkpoint of {stored}, but the config's model is {wanted}")
 
     def before_instantiate_classes(self) -> None:
         """Refuse a strategy or precision that cannot run a distillation before Lightning builds the trainer
@@ -50,9 +82,33 @@ def build(args: list[str] | None = None, run: bool = True) -> FarziCLI:
                     parser_kwargs={"default_env": False})
 
 
-def main() -> None:
-    """Entry point of the ``farzi`` console script."""
-    build()
+#: Exceptions that describe bad input (a config value, a file, a checkpoint): shown as one line, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost exception of a chain (jsonargparse wraps a constructor's error in its union-type report)."""
+    seen = {id(err)}
+    while (inner := err.__cause__ or err.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        err = inner
+    return err
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``farzi`` console script. A user error ends with its one-line cause (naming the key,
+    file or line) and exit status 2; ``FARZI_TRACEBACK=1`` shows the traceback instead."""
+    try:
+        build(args)
+    except USER_ERRORS as err:
+        if os.environ.get("FARZI_TRACEBACK"):
+            raise
+        cause = root_cause(err)
+        message = str(cause) if isinstance(cause, USER_ERRORS) else str(err)
+        if isinstance(cause, FileNotFoundError) and cause.filename and str(cause.filename) not in message:
+            message = f"{cause.filename}: {message}"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

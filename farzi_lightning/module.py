@@ -188,11 +188,17 @@ class FarziLightningModule(LightningModule):
 
     def configure_optimizers(self):
         params = list(self.summary.parameters()) + ([self.log_inner_lr] if self.hparams.learn_inner_lr else [])
-        optimizer = self.optimizer_factory(params)
+        try:
+            optimizer = self.optimizer_factory(params)
+        except ValueError as err:  # torch.optim's "Invalid learning rate: -0.1"
+            raise ValueError(f"model.init_args.optimizer: {err}") from None
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
-                                                          "interval": "step"}}
+        try:
+            scheduler = self.scheduler_factory(optimizer)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"model.init_args.lr_scheduler: {err}") from None
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _generator(self, draw: int) -> torch.Generator:
         """Randomness of one draw of an outer step from (seed, step, draw) alone: a resumed run draws exactly the
