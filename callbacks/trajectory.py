@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -20,6 +22,11 @@ class TrajectoryCheckpoint(Callback):
     to add independent runs. The manifest records each checkpoint's step, the latest validation metrics,
     the data fingerprint and vocabulary size, and the learner's config; files are written atomically.
 
+    A run is published only when it completes: its checkpoints go to ``<bank>/<run>.partial/`` (with
+    ``entries.json``, every entry's ``max_step`` null: incomplete) and replace the bank's ``<run>/`` and its
+    manifest entries at the end of fit. An interrupted run therefore never damages the bank; resumed with
+    ``--ckpt_path``, it carries on in its staging folder (the callback's state is in the checkpoint).
+
     Args:
         dirpath: bank directory; None: ``<log dir>/trajectories``.
         checkpoints: how many checkpoints to spread evenly over the run (from the trainer's step budget).
@@ -31,12 +38,19 @@ class TrajectoryCheckpoint(Callback):
     def __init__(self, dirpath: str | None = None, checkpoints: int = 20, every_n_steps: int | None = None,
                  save_init: bool = True, run_name: str | None = None) -> None:
         if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+            raise ValueError(f"TrajectoryCheckpoint every_n_steps must be >= 1, got {every_n_steps}")
         if checkpoints < 1:
-            raise ValueError(f"checkpoints must be >= 1, got {checkpoints}")
+            raise ValueError(f"TrajectoryCheckpoint checkpoints must be >= 1, got {checkpoints}")
         self.dirpath, self.checkpoints, self.every_n_steps = dirpath, checkpoints, every_n_steps
         self.save_init, self.run_name = save_init, run_name
-        self._last_saved = -1
+        self._entries: list[dict] = []  # this run's checkpoints so far (staged)
+        self._resumed = False
+
+    def state_dict(self) -> dict:
+        return {"entries": self._entries}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._entries, self._resumed = list(state_dict.get("entries", [])), True
 
     def root(self, trainer: Trainer) -> Path:
         if self.dirpath is not None:
@@ -45,6 +59,9 @@ class TrajectoryCheckpoint(Callback):
 
     def run(self) -> str:
         return self.run_name or f"seed-{os.environ.get('PL_GLOBAL_SEED', 'none')}"
+
+    def staging(self, trainer: Trainer) -> Path:
+        return self.root(trainer) / f"{self.run()}.partial"
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not hasattr(pl_module, "learner"):
@@ -56,19 +73,22 @@ class TrajectoryCheckpoint(Callback):
     def _open(self, trainer: Trainer, pl_module: LightningModule) -> None:
         data = trainer.datamodule
         learner = pl_module.learner
-        manifest = {"fingerprint": getattr(data, "fingerprint", None), "vocab_size": getattr(data, "vocab_size", None),
-                    "learner": learner.config() if hasattr(learner, "config") else None, "entries": []}
+        self._header = {"fingerprint": getattr(data, "fingerprint", None),
+                        "vocab_size": getattr(data, "vocab_size", None),
+                        "learner": learner.config() if hasattr(learner, "config") else None}
         root = self.root(trainer)
         if (root / MANIFEST).is_file():
             old = read_manifest(root)
-            for key in ("fingerprint", "vocab_size", "learner"):
-                if old.get(key) != manifest[key]:
+            for key, value in self._header.items():
+                if old.get(key) != value:
                     raise ValueError(f"{root / MANIFEST}: the bank holds runs with {key}={old.get(key)!r}, this run "
-                                     f"has {manifest[key]!r}; use another dirpath")
-            manifest["entries"] = [e for e in old["entries"] if e["run"] != self.run()]
-            if len(manifest["entries"]) != len(old["entries"]):
-                rank_zero_warn(f"TrajectoryCheckpoint: replacing run {self.run()!r} in {root}")
-        self._manifest = manifest
+                                     f"has {value!r}; use another dirpath")
+        staging = self.staging(trainer)
+        if not self._resumed:
+            if staging.exists():
+                rank_zero_warn(f"TrajectoryCheckpoint: discarding {staging}, left by an interrupted run")
+                shutil.rmtree(staging)
+            self._entries = []
         if self.save_init and trainer.global_step == 0:
             self._save(trainer, pl_module)
 
@@ -79,10 +99,9 @@ class TrajectoryCheckpoint(Callback):
     @rank_zero_only
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Validation that runs right after a save describes those very weights: attach its metrics.
-        entries = getattr(self, "_manifest", {}).get("entries", [])
-        if not trainer.sanity_checking and entries and entries[-1]["step"] == trainer.global_step:
-            entries[-1]["metrics"] = self._metrics(trainer)
-            write_manifest(self.root(trainer), self._manifest)
+        if not trainer.sanity_checking and self._entries and self._entries[-1]["step"] == trainer.global_step:
+            self._entries[-1]["metrics"] = self._metrics(trainer)
+            self._write_staged(trainer)
 
     @staticmethod
     def _metrics(trainer: Trainer) -> dict[str, float]:
@@ -90,26 +109,42 @@ class TrajectoryCheckpoint(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._save(trainer, pl_module)
-        self._finish(trainer)
+        self._publish(trainer)
 
     @rank_zero_only
-    def _finish(self, trainer: Trainer) -> None:
-        for entry in self._manifest["entries"]:
-            if entry["run"] == self.run():
-                entry["max_step"] = trainer.global_step
-        write_manifest(self.root(trainer), self._manifest)
+    def _publish(self, trainer: Trainer) -> None:
+        """The run is complete: its folder and entries replace the bank's (old run folder removed last)."""
+        root, run = self.root(trainer), self.run()
+        staging, final, old = self.staging(trainer), root / run, root / f"{run}.old"
+        entries = [dict(e, max_step=trainer.global_step, file=f"{run}/{Path(e['file']).name}") for e in self._entries]
+        manifest = dict(self._header, entries=[])
+        if (root / MANIFEST).is_file():
+            manifest["entries"] = [e for e in read_manifest(root)["entries"] if e["run"] != run]
+            if len(manifest["entries"]) != len(read_manifest(root)["entries"]):
+                rank_zero_warn(f"TrajectoryCheckpoint: replacing run {run!r} in {root} with a complete run")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        (staging / "entries.json").unlink(missing_ok=True)
+        staging.rename(final)
+        manifest["entries"] += entries
+        write_manifest(root, manifest)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _write_staged(self, trainer: Trainer) -> None:
+        text = json.dumps(dict(self._header, complete=False, entries=self._entries), indent=1)
+        atomic_write(self.staging(trainer) / "entries.json", lambda f: f.write(text.encode()))
 
     @rank_zero_only
     def _save(self, trainer: Trainer, pl_module: LightningModule) -> None:
         step = trainer.global_step
-        if step == self._last_saved:
+        if self._entries and self._entries[-1]["step"] == step:
             return
-        self._last_saved = step
-        rel = f"{self.run()}/step-{step:07d}.pt"
+        name = f"step-{step:07d}.pt"
         state = {k: v.detach().cpu().clone() for k, v in pl_module.learner.state_dict().items()}
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write(self.root(trainer) / rel, lambda f: f.write(buffer.getvalue()))
-        self._manifest["entries"].append({"run": self.run(), "step": step, "max_step": None, "file": rel,
-                                          "metrics": self._metrics(trainer)})
-        write_manifest(self.root(trainer), self._manifest)
+        atomic_write(self.staging(trainer) / name, lambda f: f.write(buffer.getvalue()))
+        self._entries.append({"run": self.run(), "step": step, "max_step": None, "file": f"{self.run()}/{name}",
+                              "metrics": self._metrics(trainer)})
+        self._write_staged(trainer)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -82,12 +84,28 @@ class TrajectoryBank:
                              "data or preprocessing); make a bank on this data")
         if not 0.0 <= min_fraction <= max_fraction <= 1.0:
             raise ValueError(f"need 0 <= min_fraction <= max_fraction <= 1, got {min_fraction}, {max_fraction}")
-        self.entries = [e for e in self.manifest.get("entries", []) if self._selected(e, min_fraction, max_fraction,
-                                                                                       include_init)]
+        entries = self.manifest.get("entries", [])
+        incomplete = sorted({e["run"] for e in entries if e.get("max_step") is None})
+        if incomplete:  # written before runs were published only when complete: their fractions are unknown
+            warnings.warn(f"{where}: run(s) {', '.join(incomplete)} never completed (no max_step); their "
+                          "checkpoints are left out", stacklevel=2)
+            entries = [e for e in entries if e.get("max_step") is not None]
+        self.entries = [e for e in entries if self._selected(e, min_fraction, max_fraction, include_init)]
         if not self.entries:
             raise ValueError(f"{where}: no checkpoint in the bank falls within min_fraction={min_fraction}, "
                              f"max_fraction={max_fraction}, include_init={include_init} "
-                             f"({len(self.manifest.get('entries', []))} checkpoints in all)")
+                             f"({len(entries)} complete checkpoints in all)")
+        trained = [e for e in self.entries if e["step"] > 0]
+        if len(trained) <= 1 and len(entries) > 3:
+            inits = len(self.entries) - len(trained)
+            warnings.warn(f"{where}: the window min_fraction={min_fraction}, max_fraction={max_fraction} selects "
+                          f"{len(trained)} trained checkpoint(s) of {len(entries)} (plus {inits} initialisations); "
+                          "start points will hardly vary", stacklevel=2)
+        for entry in self.entries:  # a truncated or missing file fails here, named, not in training_step
+            path = self.root / entry["file"]
+            if not path.is_file() or not zipfile.is_zipfile(path):
+                raise ValueError(f"{path}: missing or truncated bank checkpoint (listed in {where}); rerun the "
+                                 "pretrain config to rebuild the bank")
 
     @staticmethod
     def _selected(entry: dict[str, Any], lo: float, hi: float, include_init: bool) -> bool:

@@ -6,11 +6,15 @@ import json
 
 import pytest
 import torch
+from lightning.pytorch import Callback
 
 from farzi_lightning import TrajectoryBank
+from farzi_lightning.cli import build
 from farzi_lightning.learners import SASRec
 
-from cli_utils import ROOT, run, working_in
+from cli_utils import ROOT, TINY, run, working_in
+
+PRETRAIN = ROOT / "configs" / "ml100k_pretrain.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -76,4 +80,59 @@ def test_mismatches_are_refused(bank, tmp_path):
         TrajectoryBank(tmp_path)
     (tmp_path / "manifest.json").write_text('{"entries": [\n oops')
     with pytest.raises(ValueError, match=r"manifest.json:2: invalid JSON"):
+        TrajectoryBank(tmp_path)
+
+
+class Crash(Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == 5:
+            raise RuntimeError("power cut")
+
+
+def test_an_interrupted_run_never_damages_the_bank(tmp_path, data_dir):
+    with working_in(tmp_path, data_dir):
+        run("fit", "--trainer.max_steps=8", "--trainer.limit_train_batches=8", config=PRETRAIN)
+        bank = tmp_path / "runs" / "banks" / "ml100k_sasrec"
+        before = (bank / "manifest.json").read_text()
+        files = sorted(p.name for p in (bank / "seed-0").iterdir())
+        cli = build(["--config", str(PRETRAIN), "--config", str(TINY), "--trainer.max_steps=8",
+                     "--trainer.limit_train_batches=8"], run=False)
+        cli.trainer.callbacks.append(Crash())
+        with pytest.raises(RuntimeError, match="power cut"):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        assert (bank / "manifest.json").read_text() == before  # the complete run is untouched
+        assert sorted(p.name for p in (bank / "seed-0").iterdir()) == files
+        staged = json.loads((bank / "seed-0.partial" / "entries.json").read_text())
+        assert staged["complete"] is False and all(e["max_step"] is None for e in staged["entries"])
+        assert len(TrajectoryBank(bank)) == len(json.loads(before)["entries"])
+        with pytest.warns(UserWarning, match="discarding .*seed-0.partial, left by an interrupted run"):
+            run("fit", "--trainer.max_steps=6", "--trainer.limit_train_batches=6", config=PRETRAIN)
+    manifest = json.loads((bank / "manifest.json").read_text())
+    assert {e["max_step"] for e in manifest["entries"]} == {6}  # replaced by a complete run only
+    assert not (bank / "seed-0.partial").exists() and not (bank / "seed-0.old").exists()
+    assert all((bank / e["file"]).is_file() for e in manifest["entries"])
+
+
+def hand_made_bank(root, entries):
+    learner = SASRec(5, d_model=8, n_layers=1, max_len=4)
+    for e in entries:
+        (root / e["file"]).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(learner.state_dict(), root / e["file"])
+    (root / "manifest.json").write_text(json.dumps({"vocab_size": 5, "learner": learner.config(),
+                                                    "entries": entries}))
+
+
+def test_incomplete_runs_narrow_windows_and_truncated_files_are_reported(tmp_path):
+    done = [{"run": "a", "step": s, "max_step": 100, "file": f"a/step-{s}.pt", "metrics": {}} for s in (0, 50, 100)]
+    legacy = [{"run": "b", "step": s, "max_step": None, "file": f"b/step-{s}.pt", "metrics": {}} for s in (0, 10)]
+    hand_made_bank(tmp_path, done + legacy)
+    with pytest.warns(UserWarning, match=r"run\(s\) b never completed .* left out"):
+        bank = TrajectoryBank(tmp_path)
+    assert {e["run"] for e in bank.entries} == {"a"}
+    hand_made_bank(tmp_path, done + [dict(done[1], step=s, file=f"a/step-{s}.pt") for s in (60, 70, 80)])
+    with pytest.warns(UserWarning, match=r"selects 0 trained checkpoint\(s\) of 6 \(plus 1 initialisations\)"):
+        TrajectoryBank(tmp_path, max_fraction=0.3)
+    data = (tmp_path / "a" / "step-50.pt").read_bytes()
+    (tmp_path / "a" / "step-50.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"step-50.pt: missing or truncated bank checkpoint"):
         TrajectoryBank(tmp_path)
