@@ -23,9 +23,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from . import bilevel
+from .data.windows import check_int
 from .distributed import check_precision, check_strategy
 from .downstream import Downstream, log_dict, table
-from .export import export_summary
+from .export import export_dir, export_summary
 from .inner import InnerOptimizer, MetaGradient
 from .learners import Learner
 from .starts import RandomStart, StartPoint
@@ -62,6 +63,8 @@ class FarziLightningModule(LightningModule):
         meta_batch_size: start points drawn per outer step on each process; the summary steps along the mean of
             their meta-gradients, and under DDP the mean over every process's draws (N processes with
             ``meta_batch_size`` m equal one process with N·m).
+        max_nonfinite_steps: an outer step whose meta-gradient or loss is NaN/Inf leaves the summary untouched
+            (counted in ``train/skipped_steps``); this many in a row save ``nonfinite.ckpt`` and stop the fit.
         downstream: the downstream-evaluation harness of ``farzi test`` and the ``DownstreamEvaluation``
             callback (None: ``Downstream()`` defaults).
     """
@@ -71,7 +74,7 @@ class FarziLightningModule(LightningModule):
                  target_temperature: float = 1.0, teacher: str | None = None, inner_batch_size: int = 0,
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
                  gradient_clip_val: float | None = None, learn_inner_lr: bool = False, meta_batch_size: int = 1,
-                 downstream: Downstream | None = None) -> None:
+                 max_nonfinite_steps: int = 5, downstream: Downstream | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["learner", "summary", "inner_optimizer", "start", "downstream"])
         self.automatic_optimization = False
@@ -84,8 +87,10 @@ class FarziLightningModule(LightningModule):
             raise ValueError(f"model.init_args.summary.init_args.seq_len={self.summary.seq_len} needs the learner to "
                              f"read {self.summary.seq_len - 1} tokens, but model.init_args.learner.init_args.max_len="
                              f"{max_len}")
-        if not isinstance(meta_batch_size, int) or meta_batch_size < 1:
-            raise ValueError(f"model.init_args.meta_batch_size must be an integer >= 1, got {meta_batch_size!r}")
+        check_int("model.init_args.meta_batch_size", meta_batch_size, 1)
+        check_int("model.init_args.max_nonfinite_steps", max_nonfinite_steps, 1)
+        check_int("model.init_args.inner_batch_size", inner_batch_size, 0)
+        self.nonfinite_streak = self.skipped_steps = 0
         if gradient_clip_val is not None and not gradient_clip_val > 0:
             raise ValueError(f"model.init_args.gradient_clip_val must be positive or null, got {gradient_clip_val}")
         try:
@@ -261,14 +266,35 @@ class FarziLightningModule(LightningModule):
             p.grad = strategy.reduce(g / draws, reduce_op="mean")
         stats = strategy.reduce((stats / draws).to(self.device), reduce_op="mean").cpu()
         grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in hyper]))
-        if self.hparams.gradient_clip_val is not None:
+        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(stats[0]))  # the same on every process
+        if not finite:
+            self._skip_step(stepped)
+        elif self.hparams.gradient_clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
                                 gradient_clip_algorithm="norm")
-        optimizer.step()
+        if finite:
+            self.nonfinite_streak = 0
+        optimizer.step()  # with every .grad None (a skipped step) the optimiser leaves the summary as it is
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
         self._log_step(stats, grad_norm, time.perf_counter() - started)
+
+    def _skip_step(self, stepped: tuple[Tensor, ...]) -> None:
+        """A non-finite meta-gradient or loss: the summary is left as it is (the step still counts, so the next
+        one draws afresh); after ``max_nonfinite_steps`` in a row, save a checkpoint and stop."""
+        for p in stepped:
+            p.grad = None
+        self.nonfinite_streak += 1
+        self.skipped_steps += 1
+        rank_zero_warn(f"outer step {self.global_step}: non-finite meta-gradient or loss; the summary was not updated "
+                       f"({self.nonfinite_streak} in a row)")
+        if self.nonfinite_streak >= self.hparams.max_nonfinite_steps:
+            path = export_dir(self.trainer) / "nonfinite.ckpt"
+            self.trainer.save_checkpoint(path)
+            raise ValueError(f"model.init_args.max_nonfinite_steps: {self.nonfinite_streak} outer steps in a row gave "
+                             f"a non-finite meta-gradient or loss (up to step {self.global_step}); stopped, state "
+                             f"saved in {path}. Lower the inner or outer learning rate, or clip (gradient_clip_val)")
 
     def _log_step(self, stats: Tensor, grad_norm: Tensor, seconds: float) -> None:
         """Scalars for the logger; the progress bar shows the outer loss, seconds per step and drift (the
@@ -282,7 +308,8 @@ class FarziLightningModule(LightningModule):
         self.log_dict({"train/outer_loss": outer, "train/inner_loss": inner, "train/meta_grad_norm": grad_norm,
                        "train/drift": drift, "train/replayed_steps": replayed, "summary/entropy": entropy,
                        "summary/effective_vocab": torch.exp(entropy), "summary/distinct_tokens": float(used),
-                       "time/seconds_per_step": seconds, "train/inner_lr": self.inner.lr}, batch_size=batch_size)
+                       "time/seconds_per_step": seconds, "train/inner_lr": self.inner.lr,
+                       "train/skipped_steps": float(self.skipped_steps)}, batch_size=batch_size)
         self.log_dict({"outer_loss": outer, "s/step": seconds, "drift": drift}, prog_bar=True, logger=False,
                       batch_size=batch_size)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from lightning.pytorch import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from farzi_lightning import load_summary
+from farzi_lightning import FarziLightningModule, load_summary
 from farzi_lightning.callbacks import DownstreamEvaluation
 from farzi_lightning.cli import build
 
@@ -142,3 +143,39 @@ def test_learnt_inner_lr_moves_along_its_meta_gradient(in_workdir):
     assert cli.model.inner.lr == pytest.approx(lr)  # what downstream training (and summary.pt's recipe) uses
     fixed, _ = fit()
     assert not fixed.model.log_inner_lr.requires_grad and fixed.model.inner.lr == 0.005
+
+
+class Snapshots(Callback):
+    def __init__(self):
+        self.summaries = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.summaries.append(pl_module.summary.z.detach().clone())
+
+
+def test_nonfinite_steps_leave_the_summary_and_too_many_stop_with_a_checkpoint(in_workdir, monkeypatch):
+    real_draw = FarziLightningModule._draw
+    bad = {1}
+
+    def draw(self, index):
+        result = real_draw(self, index)
+        if self.global_step in bad or "all" in bad:
+            return dataclasses.replace(result, grads=tuple(torch.full_like(g, float("nan")) for g in result.grads))
+        return result
+
+    monkeypatch.setattr(FarziLightningModule, "_draw", draw)
+    cli = build(["--config", str(DISTIL), "--config", str(ROOT / "configs/overrides/tiny.yaml"),
+                 "--trainer.max_steps=3", *SHORT_DOWNSTREAM], run=False)
+    snapshots = Snapshots()
+    cli.trainer.callbacks.append(snapshots)
+    with pytest.warns(UserWarning, match="outer step 1: non-finite meta-gradient or loss"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    first, skipped, third = snapshots.summaries
+    assert torch.equal(first, skipped) and not torch.equal(skipped, third)  # step 1 left it as it was
+    assert torch.isfinite(third).all() and cli.trainer.global_step == 3
+    assert float(cli.trainer.logged_metrics["train/skipped_steps"]) == 1.0
+    bad.add("all")
+    with pytest.raises(ValueError, match=r"max_nonfinite_steps: 2 outer steps in a row .* saved in .*nonfinite.ckpt"):
+        fit("--model.init_args.max_nonfinite_steps=2")
+    saved = sorted(Path(in_workdir).glob("lightning_logs/version_*/checkpoints/nonfinite.ckpt"))[-1]
+    assert torch.load(saved, weights_only=True)["global_step"] == 1
