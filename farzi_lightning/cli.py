@@ -28,6 +28,16 @@ class FarziCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.learner.init_args.vocab_size",
                               apply_on="instantiate")
+        parser.add_argument("--tiny", type=bool, default=False,
+                            help="Shrink a distillation to a run of seconds (configs/overrides/tiny.yaml sets it): "
+                                 + ", ".join(f"{k.rpartition('init_args.')[2]} <= {v}" for k, v in TINY.items()))
+
+    def _shrink(self, config) -> None:
+        """``--tiny``: cap the sizes that make a distillation slow (``TINY``), wherever the config has them."""
+        for key, cap in TINY.items():
+            value = config.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+                config[key] = cap
 
     def _parse_ckpt_path(self) -> None:
         """``--ckpt_path``: ``last`` is the newest ``last.ckpt`` under the run's root (its run folder is reused,
@@ -68,6 +78,8 @@ class FarziCLI(LightningCLI):
 
         if not issubclass(getattr(importlib.import_module(module), name, object), FarziLightningModule):
             return  # pretraining (LearnerModule) may use any strategy Lightning offers
+        if config.get("tiny"):
+            self._shrink(config)
         try:
             check_strategy(config.trainer.strategy)
             check_precision(config.trainer.precision)
@@ -81,6 +93,18 @@ def build(args: list[str] | None = None, run: bool = True) -> FarziCLI:
                     save_config_kwargs={"overwrite": True}, args=args, run=run,
                     parser_kwargs={"default_env": False})
 
+
+#: What ``--tiny`` caps in a distillation config (config key: largest value).
+TINY = {
+    "model.init_args.inner_optimizer.init_args.steps": 5,
+    "model.init_args.start.init_args.max_steps": 10,
+    "model.init_args.summary.init_args.num_sequences": 10,
+    "model.init_args.inner_batch_size": 5,
+    "model.init_args.downstream.init_args.steps": 10,
+    "model.init_args.downstream.init_args.seeds": 1,
+    "model.init_args.downstream.init_args.eval_every": 5,
+    "model.init_args.downstream.init_args.val_batches": 2,
+}
 
 #: Exceptions that describe bad input (a config value, a file, a checkpoint): shown as one line, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)

@@ -13,6 +13,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -35,6 +36,10 @@ from .summaries.feed import InputMode
 from .trajectories import TrajectoryBank
 
 SummaryCallable = Callable[[int], Summary]
+
+# Lightning's ModelCheckpoint asks manual-optimisation modules to stash pre-step weights; a distillation's
+# checkpoint is meant to hold the state after the step (exact resume), so the notice is noise here.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
 class FarziLightningModule(LightningModule):
