@@ -33,7 +33,8 @@ def distil(root: Path, env: dict, *extra: str) -> tuple[Path, str]:
     """A 3-step distillation with both callbacks on; returns its log dir and its log output."""
     root.mkdir()
     done = farzi(["fit", "--config", str(DISTIL), "--config", str(TINY), f"--trainer.max_steps={STEPS}",
-           "--model.init_args.inner_optimizer.init_args.steps=5", *SHORT_DOWNSTREAM,
+           "--tiny=false", "--model.init_args.inner_optimizer.init_args.steps=5", *SHORT_DOWNSTREAM,
+           "--model.init_args.summary.init_args.num_sequences=10", "--model.init_args.start.init_args.max_steps=10",
            "--model.init_args.downstream.init_args.seeds=2",  # two jobs: one for each rank
            f"--trainer.default_root_dir={root}", "--trainer.callbacks+=rank_probe.RankProbe", *extra],
           root, {**env, "FARZI_PROBE_DIR": str(root)})

@@ -57,7 +57,7 @@ def test_fit_updates_summary_exports_and_logs(in_workdir):
     log_dir = Path(cli.trainer.log_dir)
     assert (log_dir / "checkpoints" / "last.ckpt").is_file()
     exported = torch.load(log_dir / "checkpoints" / "summary.pt", weights_only=True)
-    assert exported["tokens"].shape == (20, 51) and len(exported["vocabulary"]) == 1683
+    assert exported["tokens"].shape == (10, 51) and len(exported["vocabulary"]) == 1683  # tiny: 10 sequences
     assert torch.equal(exported["tokens"], cli.model.summary.decode())
     # Self-describing: the Summary, its feed, the learner and the downstream recipe from the file alone.
     loaded = load_summary(log_dir / "checkpoints" / "summary.pt")
@@ -66,7 +66,7 @@ def test_fit_updates_summary_exports_and_logs(in_workdir):
     assert loaded.feed.config() == cli.model.feed.config() and loaded.learner_config == cli.model.learner.config()
     assert loaded.recipe["steps"] == 10 and loaded.recipe["optimizer"] == "adam"
     text = (log_dir / "checkpoints" / "summary.txt").read_text().splitlines()
-    assert len(text) == 20 and all(len(line.split()) == 51 for line in text)
+    assert len(text) == 10 and all(len(line.split()) == 51 for line in text)  # original item ids
     events = EventAccumulator(str(log_dir)).Reload()
     scalars = set(events.Tags()["scalars"])
     for tag in ("train/outer_loss", "train/inner_loss", "train/meta_grad_norm", "train/drift",

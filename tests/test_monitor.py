@@ -98,8 +98,8 @@ def test_progress_bar_and_model_summary(small_fit, capsys):
     assert bar["valid_ndcg@10"] == pytest.approx(shown["metrics"]["downstream/sasrec/summary/ndcg@10"])
     line = small_fit.model.size_line()
     events = sum(len(t) for t in small_fit.datamodule.split.train)
-    assert f"= 20 sequences x 11 tokens = 220 tokens, {100 * 220 / events:.2f}% of the {events:,} training" in line
-    assert "[z (20, 11, 31)]" in line  # the summary's parameters
+    assert f"= 10 sequences x 11 tokens = 110 tokens, {100 * 110 / events:.2f}% of the {events:,} training" in line
+    assert "[z (10, 11, 31)]" in line  # the summary's parameters
 
 
 def test_colour_map_is_ordered_and_shaped():
