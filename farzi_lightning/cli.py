@@ -70,6 +70,7 @@ class FarziCLI(LightningCLI):
         """Refuse a strategy or precision that cannot run a distillation before Lightning builds the trainer
         (Lightning's own checks, e.g. FSDP's need for a GPU, would otherwise answer first and less usefully)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        _PARSED["config"] = config.as_dict()  # for naming the key of a component's error (``locate``)
         class_path = str(config.model.get("class_path", "")) if config.get("model") else ""
         module, _, name = class_path.rpartition(".")
         if not module:
@@ -110,13 +111,65 @@ TINY = {
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
+_PARSED: dict = {}
+
+
+#: How a message that already names its config key or file begins.
+KEYED = ("model.", "data.", "trainer.", "--", "/", "./")
+
+
+def locate(cause: BaseException, config: dict) -> tuple[str, str] | None:
+    """``(config key, class name)`` of the component whose constructor raised ``cause``: the innermost
+    ``__init__`` on the traceback whose class the parsed config names (e.g. ``model.init_args.inner_optimizer``
+    for ``ReverseAdam``); None when unknown."""
+    classes, tb = [], cause.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "__init__" and "self" in tb.tb_frame.f_locals:
+            classes.append(type(tb.tb_frame.f_locals["self"]).__name__)
+        tb = tb.tb_next
+
+    def walk(node, key: str, name: str):
+        if isinstance(node, dict):
+            path = node.get("class_path")
+            if isinstance(path, str) and path.rpartition(".")[2] == name:
+                yield key
+            for k, v in node.items():
+                yield from walk(v, f"{key}.{k}" if key else k, name)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from walk(v, f"{key}[{i}]", name)
+
+    for name in reversed(classes):
+        key = next(walk(config, "", name), None)
+        if key is not None:
+            return key, name
+    return None
+
+
+def keyed(message: str, where: tuple[str, str] | None) -> str:
+    """``message`` with the config key in front, unless it already names one (or a file)."""
+    if where is None or message.startswith(KEYED):
+        return message
+    key, name = where
+    words = message.split(" ", 1)
+    if len(words) == 2 and words[0].lower() == name.lower():  # "SummaryWarmStart max_steps must ..."
+        message = words[1]
+    first = message.split(" ", 1)[0]
+    if first.isidentifier() and " must " in message:
+        return f"{key}.init_args.{message}"
+    return f"{key}: {message}"
+
+
 def root_cause(err: BaseException) -> BaseException:
-    """The innermost exception of a chain (jsonargparse wraps a constructor's error in its union-type report)."""
-    seen = {id(err)}
-    while (inner := err.__cause__ or err.__context__) is not None and id(inner) not in seen:
+    """The user error to show: the outermost one of the chain that names its key or file (a re-raise that
+    added the key), else the innermost (jsonargparse wraps a constructor's error in its union-type report; a
+    failed download wraps the socket's error in ours)."""
+    chain, seen = [err], {id(err)}
+    while (inner := chain[-1].__cause__ or chain[-1].__context__) is not None and id(inner) not in seen:
         seen.add(id(inner))
-        err = inner
-    return err
+        chain.append(inner)
+    users = [e for e in chain if isinstance(e, USER_ERRORS)]
+    return next((e for e in users if str(e).startswith(KEYED)), users[-1] if users else err)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -128,7 +181,7 @@ def main(args: list[str] | None = None) -> None:
         if os.environ.get("FARZI_TRACEBACK"):
             raise
         cause = root_cause(err)
-        message = str(cause) if isinstance(cause, USER_ERRORS) else str(err)
+        message = keyed(str(cause), locate(cause, _PARSED.get("config", {})))
         if isinstance(cause, FileNotFoundError) and cause.filename and str(cause.filename) not in message:
             message = f"{cause.filename}: {message}"
         print(f"error: {message}", file=sys.stderr)
