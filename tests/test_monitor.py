@@ -3,9 +3,7 @@ model summary's size line; on small interaction data with an item-title CSV that
 
 from __future__ import annotations
 
-import csv
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,36 +15,22 @@ from farzi_lightning.callbacks.monitor import colour_map
 from farzi_lightning.data import InteractionDataModule
 
 from cli_utils import ROOT, SHORT_DOWNSTREAM, run
+from small_data import write_interactions
 
 PRETRAIN, DISTIL = ROOT / "configs" / "ml100k_pretrain.yaml", ROOT / "configs" / "ml100k.yaml"
-SMALL = ["--data.init_args.file=log.tsv", "--data.init_args.verify=false", "--data.init_args.download=false",
-         "--data.init_args.seq_len=10", "--model.init_args.learner.init_args.max_len=10"]
+SMALL = ["--data.init_args.file=ratings.csv", "--data.init_args.delimiter=,", "--data.init_args.header=true",
+         "--data.init_args.user_col=1", "--data.init_args.item_col=0", "--data.init_args.verify=false",
+         "--data.init_args.download=false", "--data.init_args.seq_len=10",
+         "--model.init_args.learner.init_args.max_len=10"]
 TITLES = ["--data.init_args.titles.file=titles.csv", "--data.init_args.titles.delimiter=,",
           "--data.init_args.titles.header=true", "--data.init_args.titles.encoding=utf-8"]
-
-
-def write_small_data(root: Path) -> Path:
-    """40 users × 16 events over 30 items (ids 101..130), and titles for all but item 130 (shown as its id)."""
-    root.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(3)
-    with open(root / "log.tsv", "w") as f:
-        for user in range(40):
-            items = torch.randperm(30, generator=generator)[:16] + 101
-            for t, item in enumerate(items.tolist()):
-                f.write(f"{user}\t{item}\t5\t{1000 + t}\n")
-    with open(root / "titles.csv", "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["item_id", "title"])
-        for item in range(101, 130):
-            out.writerow([item, f"Film <{item}>, part {item % 3}"])  # a comma and HTML-like brackets
-    return root
 
 
 @pytest.fixture(scope="module")
 def small_fit(tmp_path_factory):
     """A tiny pretrain and a 3-step distillation with both callbacks, on generated data."""
     root = tmp_path_factory.mktemp("monitor")
-    data = write_small_data(root / "data")
+    data = write_interactions(root / "data")
     patch = pytest.MonkeyPatch()
     patch.chdir(root)
     patch.setattr("sys.argv", ["farzi"])
@@ -74,8 +58,8 @@ def test_tensorboard_holds_text_images_and_histograms(small_fit):
     data, summary = cli.datamodule, cli.model.summary
     expected = [data.decode(row) for row in summary.decode()[:8]]
     assert [line.removeprefix("    ") for line in text.split("\n")] == expected
-    assert "Film <101>, part 2" in data.names() and " | " in expected[0]  # titles, not ids
-    assert data.names()[data.split.item_ids.index("130") + 1] == "130"  # an item without a title keeps its id
+    assert "Film <1>, part 1" in data.names() and " | " in expected[0]  # titles, not ids
+    assert data.names()[data.split.item_ids.index("B00029X") + 1] == "B00029X"  # no title: its id
     top_k = events.Tensors("summary/top_k/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert len(top_k.split("\n")) == 2 + 4  # header, rule, four positions
     probs = summary().detach()
@@ -110,8 +94,8 @@ def test_colour_map_is_ordered_and_shaped():
 
 
 def test_monitor_without_a_logger_warns_once_and_does_nothing(tmp_path):
-    data = InteractionDataModule(data_dir=str(write_small_data(tmp_path)), file="log.tsv", seq_len=10,
-                                 download=False, verify=False)
+    data = InteractionDataModule(data_dir=str(write_interactions(tmp_path)), file="ratings.csv", delimiter=",",
+                                 header=True, user_col=1, item_col=0, seq_len=10, download=False, verify=False)
     monitor = SummaryMonitor()
     trainer = Trainer(logger=False, callbacks=[monitor], enable_progress_bar=False)
     with warnings.catch_warnings(record=True) as caught:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -61,12 +62,17 @@ class Vocabulary:
     Args:
         lines: training lines (lists of words).
         max_vocab: keep at most this many entries (``<unk>`` included); rarer words map to ``<unk>``.
+        held_out: validation and test lines: when they hold words the training split lacks, ``<unk>`` is added
+            so that they map to it (a raw corpus needs no hand-made ``<unk>``).
     """
 
-    def __init__(self, lines: list[list[str]], max_vocab: int | None = None) -> None:
+    def __init__(self, lines: list[list[str]], max_vocab: int | None = None,
+                 held_out: list[list[str]] | None = None) -> None:
         counts = Counter(w for line in lines for w in line)
         words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in (EOS, UNK)]
-        specials = [EOS] + ([UNK] if UNK in counts or (max_vocab is not None and len(words) + 1 > max_vocab) else [])
+        unseen = any(w not in counts and w != EOS for line in held_out or [] for w in line)
+        specials = [EOS] + ([UNK] if UNK in counts or unseen or (max_vocab is not None and len(words) + 1 > max_vocab)
+                            else [])
         if max_vocab is not None:
             words = words[: max(0, max_vocab - len(specials))]
         self.itos = specials + words
@@ -177,8 +183,12 @@ class TextDataModule(pl.LightningDataModule):
                                  check=h.verify and local_rank_zero())
         files = split_files(self._root, h.files)
         lines = {s: read_words(p, h.encoding) for s, p in files.items()}
-        vocab = Vocabulary(lines["train"], h.max_vocab)
+        vocab = Vocabulary(lines["train"], h.max_vocab, held_out=lines["valid"] + lines["test"])
         self._streams = {s: vocab.encode(lines[s], files[s]) for s in SPLITS}
+        unk = vocab.stoi.get(UNK)
+        counts = {s: int((self._streams[s] == unk).sum()) if unk is not None else 0 for s in SPLITS}
+        rank_zero_info(f"{self._root}: vocabulary of {len(vocab):,} from {files['train'].name}; <unk> tokens: "
+                       + ", ".join(f"{s} {counts[s]:,} of {len(self._streams[s]):,}" for s in SPLITS))
         self._fingerprint = fingerprint(self._streams["train"], len(vocab))
         self._vocab = vocab
 

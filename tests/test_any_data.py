@@ -1,0 +1,94 @@
+"""Data nobody tuned to, from a config alone: an Amazon-style ratings CSV (string ids, duplicates, short users)
+and a novel shipped as ``novel.<split>.txt`` with a large raw vocabulary; pretrain, distil and test each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli_utils import ROOT, SHORT_DOWNSTREAM, run, working_in
+from small_data import write_corpus, write_interactions
+
+RATINGS = """\
+data:
+  init_args:
+    data_dir: {root}
+    name: amazon
+    file: ratings.csv
+    delimiter: ","
+    header: true
+    user_col: 1
+    item_col: 0
+    timestamp_col: 3
+    seq_len: 10
+    titles:
+      file: titles.csv
+      delimiter: ","
+      header: true
+model:
+  init_args:
+    learner:
+      init_args:
+        max_len: 10
+"""
+NOVEL = """\
+data:
+  init_args:
+    data_dir: {root}
+    name: novel
+    seq_len: 12
+model:
+  init_args:
+    learner:
+      init_args:
+        max_len: 12
+"""
+
+
+def distil_from_configs(tmp_path: Path, kind: str) -> tuple:
+    data = tmp_path / "data"
+    if kind == "ratings":
+        write_interactions(data)
+        pretrain, distil, text = ROOT / "configs/ml100k_pretrain.yaml", ROOT / "configs/ml100k.yaml", RATINGS
+        summary = "--model.init_args.summary.init_args.seq_len=11"
+    else:
+        write_corpus(data)
+        pretrain, distil, text = ROOT / "configs/ptb_pretrain.yaml", ROOT / "configs/ptb.yaml", NOVEL
+        summary = "--model.init_args.summary.init_args.seq_len=13"
+    mine = tmp_path / f"{kind}.yaml"
+    mine.write_text(text.format(root=data))
+    with working_in(tmp_path, tmp_path / "nowhere"):  # nothing from $FARZI_DATA_DIR: the config says it all
+        run("fit", "--config", str(mine), config=pretrain)
+        fitted = run("fit", "--config", str(mine), summary, "--trainer.max_steps=2", *SHORT_DOWNSTREAM,
+                     config=distil)
+        ckpt = Path(fitted.trainer.log_dir) / "checkpoints" / "last.ckpt"
+        tested = run("test", "--config", str(mine), summary, f"--ckpt_path={ckpt}", *SHORT_DOWNSTREAM,
+                     config=distil)
+    return fitted, tested
+
+
+def test_ratings_csv_with_string_ids_and_duplicates(tmp_path):
+    fitted, tested = distil_from_configs(tmp_path, "ratings")
+    data = fitted.datamodule
+    assert data.split.report["exact_duplicates"] == 1 and data.split.report["repeated_pairs"] == 1
+    assert data.split.report["short_users"] == 2 and len(data.split.user_ids) == 40
+    lines = (Path(fitted.trainer.log_dir) / "checkpoints" / "summary.txt").read_text().split()
+    assert lines and all(token.startswith("B0") and token.endswith("X") for token in lines)  # original ids
+    assert 0.0 <= float(tested.trainer.callback_metrics["downstream/sasrec/summary/hr@10"]) <= 1.0
+    assert float(tested.trainer.callback_metrics["downstream/sasrec/random/hr@10"]) >= 0.0
+
+
+def test_novel_with_name_dot_split_files_and_a_large_vocabulary(tmp_path):
+    fitted, tested = distil_from_configs(tmp_path, "novel")
+    assert fitted.datamodule.vocab_size > 1000 and "<unk>" in fitted.datamodule.vocabulary()  # unseen → <unk>
+    rows = fitted.model.summary.decode()
+    assert rows.shape == (10, 13) and torch.all(rows < fitted.datamodule.vocab_size)
+    ppl = float(tested.trainer.callback_metrics["downstream/transformerlm/summary/ppl"])
+    assert 1.0 < ppl < float("inf")
+
+
+@pytest.fixture(autouse=True)
+def _no_real_data(monkeypatch):
+    monkeypatch.delenv("FARZI_DATA_DIR", raising=False)
