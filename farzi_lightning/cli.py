@@ -11,15 +11,42 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .checkpoints import checkpoint_class, find_last, read_checkpoint
 from .distributed import check_precision, check_strategy
+
+
+def condense(message: str) -> str:
+    """jsonargparse's nested union report as one line: the full key and the innermost reason."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    if not keys:
+        return message.strip().splitlines()[0] if message.strip() else message
+    tail = message.rsplit(f'Parser key "{keys[-1]}"', 1)[1].lstrip(":").strip()
+    skip = ("- Expected a <class 'NoneType'>", "Given value", "Subtypes:", "Errors:", "Does not validate against any",
+            "- Problem with given class_path")
+    reasons = [line.strip().lstrip("- ") for line in tail.splitlines()
+               if line.strip() and not line.strip().startswith(skip)]
+    reason = reasons[0].split(". Got value: Namespace(")[0] if reasons else ""
+    key = ".init_args.".join(keys)
+    return f"{key}: {reason}" if reason else key
+
+
+class FarziParser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors end with one line naming the key (no 50-line usage)."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or os.environ.get("FARZI_TRACEBACK"):
+            return super().error(message, ex)
+        sys.stderr.write(f"tip: `{self.prog.replace(' [options]', '')} --help` lists every option\n"
+                         f"error: {condense(message)}\n")
+        sys.exit(2)
 
 
 class FarziCLI(LightningCLI):
@@ -91,7 +118,7 @@ class FarziCLI(LightningCLI):
 def build(args: list[str] | None = None, run: bool = True) -> FarziCLI:
     """The CLI, run on ``args`` (None: ``sys.argv``); ``args=`` runs it in-process, e.g. from tests."""
     return FarziCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                    save_config_kwargs={"overwrite": True}, args=args, run=run,
+                    save_config_kwargs={"overwrite": True}, args=args, run=run, parser_class=FarziParser,
                     parser_kwargs={"default_env": False})
 
 
