@@ -78,7 +78,7 @@ class FarziCLI(LightningCLI):
         config = self.config[subcommand]
         path = config.ckpt_path
         if path == "last":
-            root = Path(config.trainer.get("default_root_dir") or ".")
+            root = Path(config.trainer.get("default_root_dir") or os.getcwd())  # as Lightning's default logger
             found = find_last(root)
             if found is None:
                 raise FileNotFoundError(f"--ckpt_path last: no last.ckpt under {root.resolve()}; there is nothing to "

@@ -92,3 +92,24 @@ def test_novel_with_name_dot_split_files_and_a_large_vocabulary(tmp_path):
 @pytest.fixture(autouse=True)
 def _no_real_data(monkeypatch):
     monkeypatch.delenv("FARZI_DATA_DIR", raising=False)
+
+
+def test_ckpt_path_last_resumes_the_run_and_the_command_line_wins(tmp_path):
+    data = write_interactions(tmp_path / "data")
+    mine = tmp_path / "ratings.yaml"
+    mine.write_text(RATINGS.format(root=data))
+    distil = ROOT / "configs/ml100k.yaml"
+    common = ["--config", str(mine), "--model.init_args.summary.init_args.seq_len=11", *SHORT_DOWNSTREAM,
+              "--trainer.max_epochs=3"]
+    with working_in(tmp_path, tmp_path / "nowhere"):
+        run("fit", "--config", str(mine), config=ROOT / "configs/ml100k_pretrain.yaml")
+        straight = run("fit", *common, "--trainer.max_steps=4", config=distil)
+        first = run("fit", *common, "--trainer.max_steps=2", config=distil)
+        resumed = run("fit", *common, "--trainer.max_steps=4", "--ckpt_path=last", config=distil)
+        assert resumed.trainer.global_step == 4  # found the interrupted run, and logs on in its folder
+        assert Path(resumed.trainer.log_dir).resolve() == Path(first.trainer.log_dir).resolve()
+        torch.testing.assert_close(resumed.model.summary.z, straight.model.summary.z, rtol=0, atol=0)
+        ckpt = Path(resumed.trainer.log_dir) / "checkpoints" / "last.ckpt"
+        tested = run("test", *common, f"--ckpt_path={ckpt}", "--model.init_args.inner_batch_size=3", config=distil)
+    assert tested.model.hparams.inner_batch_size == 3  # the command line's, not the checkpoint's 5
+    torch.testing.assert_close(tested.model.summary.z, resumed.model.summary.z, rtol=0, atol=0)
