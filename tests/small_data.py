@@ -48,3 +48,35 @@ def write_corpus(root: Path, name: str = "novel", vocab: int = 3000, lines: tupl
                 ids = torch.multinomial(weights, 12, replacement=True, generator=generator).tolist()
                 f.write(" ".join(words[i] for i in ids) + "\n")
     return root
+
+
+def write_standins(root: Path) -> Path:
+    """Offline stand-ins for ``ml-100k/`` and ``ptb/`` with the real sets' file names, id ranges and vocabulary
+    size (1,682 items, 10,000 words incl. ``<unk>`` and ``<eos>``), but a fraction of their size."""
+    generator = torch.Generator().manual_seed(11)
+    ml = root / "ml-100k"
+    ml.mkdir(parents=True, exist_ok=True)
+    popularity = 1.0 / torch.arange(1, 1683, dtype=torch.float64) ** 0.8
+    with open(ml / "u.data", "w") as f:
+        for user in range(1, 301):
+            length = int(torch.randint(20, 90, (1,), generator=generator))
+            items = torch.multinomial(popularity, length, replacement=False, generator=generator) + 1
+            for t, item in enumerate(items.tolist()):
+                f.write(f"{user}\t{item}\t{1 + (user + item) % 5}\t{880000000 + 1000 * user + t}\n")
+        for item in range(1, 1683):  # every item occurs at least once, as in ML-100k
+            f.write(f"301\t{item}\t3\t{890000000 + item}\n")
+    with open(ml / "u.item", "w", encoding="latin-1") as f:
+        for item in range(1, 1683):
+            f.write(f"{item}|Movie {item} (199{item % 10})|01-Jan-1995||http://example.org/{item}|0|1\n")
+    ptb = root / "ptb"
+    ptb.mkdir(parents=True, exist_ok=True)
+    words = ["<unk>"] + [f"w{i}" for i in range(9998)]
+    zipf = 1.0 / torch.arange(1, len(words) + 1, dtype=torch.float64)
+    for split, tokens in (("train", 40_000), ("valid", 4_000), ("test", 4_000)):
+        ids = torch.multinomial(zipf, tokens, replacement=True, generator=generator).tolist()
+        if split == "train":
+            ids = list(range(len(words))) + ids  # every word once: a 10,000-entry vocabulary with <eos>
+        with open(ptb / f"ptb.{split}.txt", "w") as f:
+            for start in range(0, len(ids), 20):
+                f.write(" " + " ".join(words[i] for i in ids[start:start + 20]) + " \n")
+    return root
