@@ -182,6 +182,11 @@ class FarziLightningModule(LightningModule):
                 model = self.start.teacher(self.device)
             if model is None:
                 return None
+            reads = getattr(model, "max_len", None)
+            if reads is not None and self.summary.seq_len - 1 > reads:
+                raise ValueError(f"model.init_args.teacher: the full-data model reads at most {reads} tokens, but "
+                                 f"model.init_args.summary.init_args.seq_len={self.summary.seq_len} needs "
+                                 f"{self.summary.seq_len - 1}; pretrain with a longer max_len or shorten the summary")
             self._aux["teacher"] = model.requires_grad_(False)
         return self._aux["teacher"]
 

@@ -113,3 +113,26 @@ def test_ckpt_path_last_resumes_the_run_and_the_command_line_wins(tmp_path):
         tested = run("test", *common, f"--ckpt_path={ckpt}", "--model.init_args.inner_batch_size=3", config=distil)
     assert tested.model.hparams.inner_batch_size == 3  # the command line's, not the checkpoint's 5
     torch.testing.assert_close(tested.model.summary.z, resumed.model.summary.z, rtol=0, atol=0)
+
+
+def test_a_summary_longer_or_larger_than_the_data_is_warned_about(tmp_path):
+    data = write_interactions(tmp_path / "data")
+    mine = tmp_path / "ratings.yaml"
+    mine.write_text(RATINGS.format(root=data))
+    with working_in(tmp_path, tmp_path / "nowhere"):
+        long = ["--data.init_args.seq_len=30", "--model.init_args.learner.init_args.max_len=30"]
+        run("fit", "--config", str(mine), *long, config=ROOT / "configs/ml100k_pretrain.yaml")
+        with pytest.warns(UserWarning) as caught:
+            fitted = run("fit", "--config", str(mine), "--tiny=false", "--data.init_args.seq_len=30",
+                         "--model.init_args.learner.init_args.max_len=30",
+                         "--model.init_args.summary.init_args.seq_len=31",
+                         "--model.init_args.summary.init_args.num_sequences=50",
+                         "--model.init_args.inner_optimizer.init_args.steps=2",
+                         "--model.init_args.start.init_args.max_steps=2", "--trainer.max_steps=1",
+                         "--model.init_args.downstream.init_args.candidates=[summary]", *SHORT_DOWNSTREAM,
+                         config=ROOT / "configs/ml100k.yaml")
+    messages = " ".join(str(w.message) for w in caught)
+    assert "num_sequences=50: the data has only 40 training sequences" in messages
+    assert "seq_len=31 is longer than most real sequences: 0 of 40 have 31 tokens (median 14)" in messages
+    assert "data.init_args.seq_len=30: only 0 of 40 users have 31 training events (median 14)" in messages
+    assert (fitted.model.summary.decode() != 0).all()  # and it never started from padding

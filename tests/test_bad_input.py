@@ -166,6 +166,10 @@ CASES = [
     # -- banks
     ("teacher bank of other data", lambda w: distil(w, f"--model.init_args.teacher={w}/other_bank"),
      "error: model.init_args.teacher: "),
+    ("teacher reads shorter rows", lambda w: distil(w, "--model.init_args.learner.init_args.max_len=20",
+                                                    "--model.init_args.summary.init_args.seq_len=15"),
+     "model.init_args.teacher: the full-data model reads at most 10 tokens, but "
+     "model.init_args.summary.init_args.seq_len=15 needs 14"),
     ("teacher not a bank", lambda w: distil(w, f"--model.init_args.teacher={w}/ratings"), "not a trajectory bank"),
     ("truncated bank file", lambda w: distil(w, f"--model.init_args.teacher={w}/cut_bank"),
      "missing or truncated bank checkpoint"),
