@@ -44,7 +44,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a trajectory bank (make one with a pretrain config, e.g. "
-                                "`farzi fit --config configs/ml100k_pretrain.yaml`)")
+                                "farzi fit --config configs/ml100k_pretrain.yaml)")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
