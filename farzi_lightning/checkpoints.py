@@ -68,3 +68,14 @@ def find_last(root: str | Path) -> Path | None:
     """The most recently written ``last.ckpt`` under ``root`` (any run folder), or None."""
     found = [p for p in Path(root).glob("**/last.ckpt") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+class VerifiedLoad:
+    """Mixin for LightningModules: ``load_from_checkpoint`` verifies the file first (``read_checkpoint``), so a
+    damaged file is named and a checkpoint naming foreign classes is refused before Lightning imports them."""
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        if isinstance(checkpoint_path, (str, Path)):
+            read_checkpoint(checkpoint_path, key="checkpoint_path")
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)

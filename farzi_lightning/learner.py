@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from .checkpoints import VerifiedLoad
 from .data.windows import IGNORE_INDEX
 from .metrics import NDCG, HitRate, Perplexity
 
@@ -57,7 +58,7 @@ class Evaluator(nn.Module):
         return out
 
 
-class LearnerModule(LightningModule):
+class LearnerModule(VerifiedLoad, LightningModule):
     """Trains ``learner`` on real data with next-token cross-entropy; validates and tests with full metrics.
 
     Args:

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from . import bilevel
+from .checkpoints import VerifiedLoad
 from .data.windows import check_int
 from .distributed import check_precision, check_strategy
 from .downstream import Downstream, log_dict, table
@@ -42,7 +43,7 @@ SummaryCallable = Callable[[int], Summary]
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
-class FarziLightningModule(LightningModule):
+class FarziLightningModule(VerifiedLoad, LightningModule):
     """Farzi distillation under Lightning manual optimisation.
 
     Args:

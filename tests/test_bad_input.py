@@ -218,3 +218,12 @@ def test_one_line_naming_the_cause_and_nothing_lost(world, argv, expected, capsy
 
 def test_the_table_has_thirty_cases():
     assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_load_from_checkpoint_refuses_damaged_and_foreign_files(world):
+    from farzi_lightning import FarziLightningModule, LearnerModule
+
+    with pytest.raises(ValueError, match=r"checkpoint_path: .*crafted.ckpt: names the class 'subprocess.Popen'"):
+        LearnerModule.load_from_checkpoint(world / "crafted.ckpt")
+    with pytest.raises(ValueError, match=r"checkpoint_path: .*truncated.ckpt is not a complete checkpoint"):
+        FarziLightningModule.load_from_checkpoint(str(world / "truncated.ckpt"))
