@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .inner import InnerOptimizer, ReverseAdam, ReverseSGD, UnrolledAdam, UnrolledSGD
+from .inner import InnerOptimizer
 from .learner import next_token_loss
 from .summaries import Feed, Summary
 
@@ -46,12 +46,8 @@ def outer_loss(learner: nn.Module, x: Tensor, y: Tensor) -> Callable:
 
 
 def make_optimizer(inner: InnerOptimizer, params) -> torch.optim.Optimizer:
-    """The ``torch.optim`` twin of an inner optimiser (same kind and hyper-parameters)."""
-    if isinstance(inner, (ReverseAdam, UnrolledAdam)):
-        return torch.optim.Adam(params, lr=inner.lr, betas=inner.betas, eps=inner.eps)
-    if isinstance(inner, (ReverseSGD, UnrolledSGD)):
-        return torch.optim.SGD(params, lr=inner.lr, momentum=inner.momentum)
-    raise TypeError(f"no torch.optim twin for {type(inner).__name__}")
+    """The optimiser that trains a learner with the inner loop's update (``inner.torch_optimizer``)."""
+    return inner.torch_optimizer(params)
 
 
 def train_steps(learner: nn.Module, rows: Tensor, feed: Feed, optimizer: torch.optim.Optimizer, schedule: Tensor,

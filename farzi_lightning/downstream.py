@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from .bilevel import inner_schedule, make_optimizer, train_steps
+from .bilevel import inner_schedule, train_steps
 from .inner import InnerOptimizer
 from .learner import Evaluator
 from .learners import build_learner
@@ -115,24 +115,38 @@ class Downstream:
         self.optimizer, self.lr, self.steps, self.batch_size = optimizer, lr, steps, batch_size
         self.eval_every, self.val_batches, self.k = eval_every, val_batches, k
         self._cache: dict[tuple, Score] = {}
+        self._inner: InnerOptimizer | None = None
 
     # ---- the recipe ----
 
     def recipe(self, inner: InnerOptimizer, inner_batch_size: int) -> dict[str, Any]:
-        """The resolved training recipe (what ``summary.pt`` records): optimiser, lr, steps, batch size."""
+        """The resolved training recipe (what ``summary.pt`` records): optimiser, its hyper-parameters, lr,
+        steps, batch size. ``inner`` resolves to the inner optimiser's own (``torch_optimizer``): ``adam``,
+        ``adamw``, ``sgd``, or ``forwardoptimizer`` (an inner optimiser without a ``torch.optim`` twin)."""
         kind = self.optimizer
         if kind == "inner":
-            kind = type(make_optimizer(inner, [torch.zeros(1, requires_grad=True)])).__name__.lower()
+            kind = type(inner.torch_optimizer([torch.zeros(1, requires_grad=True)])).__name__.lower()
         return {"optimizer": kind, "lr": self.lr or inner.lr, "steps": self.steps or inner.steps,
                 "batch_size": self.batch_size or inner_batch_size or None, "eval_every": self.eval_every,
                 "seeds": self.seeds, "betas": getattr(inner, "betas", (0.9, 0.999)), "eps": getattr(inner, "eps", 1e-8),
-                "momentum": getattr(inner, "momentum", 0.0)}
+                "momentum": getattr(inner, "momentum", 0.0), "weight_decay": getattr(inner, "weight_decay", 0.0)}
 
     @staticmethod
-    def make_optimizer(recipe: dict[str, Any], params) -> torch.optim.Optimizer:
-        if recipe["optimizer"] == "sgd":
+    def make_optimizer(recipe: dict[str, Any], params, inner: InnerOptimizer | None = None) -> torch.optim.Optimizer:
+        """The recipe's optimiser over ``params``; ``forwardoptimizer`` needs the ``inner`` optimiser itself."""
+        kind = recipe["optimizer"]
+        if kind == "sgd":
             return torch.optim.SGD(params, lr=recipe["lr"], momentum=recipe["momentum"])
-        return torch.optim.Adam(params, lr=recipe["lr"], betas=tuple(recipe["betas"]), eps=recipe["eps"])
+        if kind in ("adam", "adamw"):
+            cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+            extra = {"weight_decay": recipe.get("weight_decay", 0.0)} if kind == "adamw" else {}
+            return cls(params, lr=recipe["lr"], betas=tuple(recipe["betas"]), eps=recipe["eps"], **extra)
+        if inner is None:
+            raise ValueError(f"downstream optimizer {kind!r} is the inner optimiser's own update; pass inner")
+        optimizer = inner.torch_optimizer(params)
+        for group in optimizer.param_groups:
+            group["lr"] = recipe["lr"]
+        return optimizer
 
     def learner_configs(self, learner: nn.Module) -> dict[str, dict]:
         """``{name: config}``: the distillation learner first, then the extra architectures."""
@@ -170,6 +184,7 @@ class Downstream:
         if world_size > 1 and reduce is None:
             raise ValueError("Downstream.evaluate: world_size > 1 needs reduce (a sum over processes)")
         recipe = self.recipe(inner, inner_batch_size)
+        self._inner = inner
         text = not _is_interactions(data)
         named = self.learner_configs(learner)
         first = next(iter(named))
@@ -267,7 +282,7 @@ class Downstream:
         sign = -1.0 if text else 1.0
         schedule = inner_schedule(len(rows), recipe["batch_size"] or len(rows), recipe["steps"],
                                   torch.Generator().manual_seed(seed))
-        optimizer = self.make_optimizer(recipe, learner.parameters())
+        optimizer = self.make_optimizer(recipe, learner.parameters(), self._inner)
         best: tuple[float, int, dict[str, Tensor]] = (-math.inf, 0, {})
         curve: list[tuple[int, float]] = []
         learner.eval()  # as in the inner loop: no dropout (its forward and reverse passes must agree)

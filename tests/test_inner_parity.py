@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from farzi_lightning.inner import ReverseAdam, ReverseSGD, UnrolledAdam, UnrolledSGD
+from farzi_lightning.inner import ReverseAdam, ReverseAdamW, ReverseSGD, UnrolledAdam, UnrolledAdamW, UnrolledSGD
 
 from problems import mlp_problem, rel_error, transformer_problem
 
@@ -15,6 +15,9 @@ PROBLEMS = {"mlp": mlp_problem, "transformer": transformer_problem}
 def pair(kind: str, steps: int, eps: float, **reversal):
     if kind == "adam":
         return (ReverseAdam(lr=0.02, eps=eps, steps=steps, **reversal), UnrolledAdam(lr=0.02, eps=eps, steps=steps))
+    if kind == "adamw":
+        return (ReverseAdamW(lr=0.02, eps=eps, weight_decay=0.5, steps=steps, **reversal),
+                UnrolledAdamW(lr=0.02, eps=eps, weight_decay=0.5, steps=steps))
     momentum = {"sgd": 0.9, "sgd0": 0.0}[kind]
     return (ReverseSGD(lr=0.1, momentum=momentum, steps=steps, **reversal),
             UnrolledSGD(lr=0.1, momentum=momentum, steps=steps))
@@ -22,7 +25,7 @@ def pair(kind: str, steps: int, eps: float, **reversal):
 
 @pytest.mark.parametrize("problem", ["mlp", "transformer"])
 @pytest.mark.parametrize("steps", [1, 3, 20])
-@pytest.mark.parametrize("kind", ["adam", "sgd", "sgd0"])
+@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd", "sgd0"])
 def test_matches_unrolled_float64(problem, steps, kind):
     reverse, unrolled = pair(kind, steps, eps=1e-3)
     got = reverse.meta_gradient(*PROBLEMS[problem]())
@@ -47,7 +50,7 @@ def test_adam_small_eps_float64(problem, steps):
     # A tolerance nothing meets forces the recursive replay everywhere: still exact.
     {"checkpoints": 0, "drift_tolerance": 1e-300},
 ])
-@pytest.mark.parametrize("kind", ["adam", "sgd"])
+@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd"])
 def test_checkpoint_layouts_agree(kind, reversal):
     reverse, unrolled = pair(kind, 20, eps=1e-3, **reversal)
     got = reverse.meta_gradient(*transformer_problem())
@@ -105,7 +108,7 @@ def test_params_not_modified_and_results_detached():
 
 @pytest.mark.parametrize("problem", ["mlp", "transformer"])
 @pytest.mark.parametrize("steps", [1, 20])
-@pytest.mark.parametrize("kind", ["adam", "sgd", "sgd0"])
+@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd", "sgd0"])
 def test_lr_meta_gradient_matches_unrolled_float64(problem, steps, kind):
     reverse, unrolled = pair(kind, steps, eps=1e-3)
     got = reverse.meta_gradient(*PROBLEMS[problem]()).lr_grad
@@ -123,10 +126,11 @@ def test_lr_meta_gradient_survives_every_checkpoint_layout(reversal):
     assert abs(float(got) - float(want)) <= 1e-9 * abs(float(want))
 
 
-@pytest.mark.parametrize("kind", ["adam", "sgd", "sgd0"])
+@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd", "sgd0"])
 def test_lr_meta_gradient_matches_central_finite_differences(kind):
     inner_loss, outer_loss, params, hyper = two_parameter_problem()
     make = {"adam": lambda lr: ReverseAdam(lr=lr, eps=1e-3, steps=20),
+            "adamw": lambda lr: ReverseAdamW(lr=lr, eps=1e-3, weight_decay=0.5, steps=20),
             "sgd": lambda lr: ReverseSGD(lr=lr, momentum=0.9, steps=20),
             "sgd0": lambda lr: ReverseSGD(lr=lr, momentum=0.0, steps=20)}[kind]
     got = make(0.05).meta_gradient(inner_loss, outer_loss, params, hyper).lr_grad

@@ -98,6 +98,11 @@ class InnerOptimizer(ABC):
         self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...]
     ) -> MetaGradient: ...
 
+    @abstractmethod
+    def torch_optimizer(self, params) -> torch.optim.Optimizer:
+        """The ``torch.optim.Optimizer`` that trains a learner with this very update (downstream training and
+        warm starts): a ``torch.optim`` twin pinned by a parity test, or the optimiser's own update."""
+
 
 def _check_params(params: Mapping[str, Tensor]) -> Params:
     if not isinstance(params, Mapping) or len(params) == 0:

@@ -3,7 +3,7 @@
 Pure functions: ``update(params, grads, state, step) -> (params, state)``. They build an autograd graph when
 their inputs carry one (the unrolled references differentiate through them) and run graph-free otherwise
 (the forward pass of the reverse-mode optimisers). Conventions follow ``torch.optim``: Adam with bias
-correction, SGD with heavy-ball momentum and no dampening.
+correction (``weight_decay``: AdamW's decoupled decay), SGD with heavy-ball momentum and no dampening.
 """
 
 from __future__ import annotations
@@ -40,6 +40,24 @@ def safe_sqrt(x: Tensor) -> Tensor:
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
 
 
+def check_adam(betas: tuple[float, float], eps: float) -> tuple[tuple[float, float], float]:
+    """Adam's hyper-parameters, validated (both betas in (0, 1): the reverse pass divides by them)."""
+    beta1, beta2 = betas
+    if not (0.0 < beta1 < 1.0 and 0.0 < beta2 < 1.0):
+        raise ValueError(f"betas must both lie in (0, 1) for the update to be invertible, got {betas!r}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps!r}")
+    return (float(beta1), float(beta2)), float(eps)
+
+
+def check_weight_decay(weight_decay: float, lr: float) -> float:
+    """AdamW's decoupled decay, validated: ``0 <= lr·weight_decay < 1`` (the reverse pass divides by
+    ``1 - lr·weight_decay``)."""
+    if not (weight_decay >= 0 and lr * weight_decay < 1):
+        raise ValueError(f"weight_decay must be >= 0 with lr * weight_decay < 1, got {weight_decay!r} (lr {lr})")
+    return float(weight_decay)
+
+
 def adam_init(params: Params) -> AdamState:
     """Zero moments shaped like ``params`` (same dtype and device)."""
     return AdamState({k: torch.zeros_like(p) for k, p in params.items()},
@@ -48,9 +66,10 @@ def adam_init(params: Params) -> AdamState:
 
 def adam_update(
     params: Params, grads: Params, state: AdamState, step: int, *, lr: float, betas: tuple[float, float],
-    eps: float,
+    eps: float, weight_decay: float = 0.0,
 ) -> tuple[Params, AdamState]:
-    """One Adam step; ``step`` is 1-based (bias corrections ``1 - beta**step``)."""
+    """One Adam step; ``step`` is 1-based (bias corrections ``1 - beta**step``). ``weight_decay`` is AdamW's
+    decoupled decay (``torch.optim.AdamW``): θ is first scaled by ``1 - lr·weight_decay``."""
     beta1, beta2 = betas
     bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
     new_params, new_m, new_v = {}, {}, {}
@@ -58,6 +77,8 @@ def adam_update(
         g = grads[name]
         m = beta1 * state.m[name] + (1.0 - beta1) * g
         v = beta2 * state.v[name] + (1.0 - beta2) * g * g
+        if weight_decay:
+            p = p * (1.0 - lr * weight_decay)
         new_params[name] = p - lr * (m / bc1) / (safe_sqrt(v / bc2) + eps)
         new_m[name], new_v[name] = m, v
     return new_params, AdamState(new_m, new_v)

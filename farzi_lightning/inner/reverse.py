@@ -18,6 +18,7 @@ defences, all on by default:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -40,8 +41,9 @@ class State(NamedTuple):
     buffers: tuple[Params, ...]
 
 
-class _Adjoint:
-    """Running adjoints: of θ_t, of the optimiser buffers at t, and of each hyper tensor."""
+class Adjoint:
+    """Running adjoints while reversing: ``params`` (of θ_t), ``buffers`` (of the optimiser buffers at t, laid
+    out like ``State.buffers``), ``hyper`` (accumulated meta-gradient of each hyper tensor) and ``lr``."""
 
     def __init__(self, params: Params, buffers: tuple[Params, ...], hyper: tuple[Tensor, ...],
                  lr: Tensor | None = None):
@@ -49,8 +51,8 @@ class _Adjoint:
         self.used = [False] * len(hyper)
         self.lr = torch.zeros((), dtype=torch.float64) if lr is None else lr  # adjoint of the learning rate
 
-    def clone(self) -> _Adjoint:
-        out = _Adjoint({k: v.clone() for k, v in self.params.items()},
+    def clone(self) -> Adjoint:
+        out = Adjoint({k: v.clone() for k, v in self.params.items()},
                        tuple({k: v.clone() for k, v in b.items()} for b in self.buffers),
                        tuple(h.clone() for h in self.hyper), self.lr.clone())
         out.used = list(self.used)
@@ -62,7 +64,24 @@ class _Adjoint:
 
 
 class ReversibleOptimizer(InnerOptimizer):
-    """Shared machinery of ``ReverseAdam`` and ``ReverseSGD``; subclasses supply the update's algebra.
+    """The public contract of a reverse-mode inner optimiser: subclasses supply the update's algebra, this class
+    the checkpointed, drift-checked reversal (``docs/extending.md`` walks through ``ReverseAdamW``).
+
+    An update maps the state after ``t-1`` steps, ``State(θ_{t-1}, buffers_{t-1})``, and the gradient
+    ``g_t = ∇L(θ_{t-1})`` to ``State(θ_t, buffers_t)``. Hooks (all graph-free; ``t`` is 1-based):
+
+    - ``init_buffers(params)``: the buffers before the first step;
+    - ``step(state, grads, t)``: the update (may work in place);
+    - ``undo_params(state, t)`` / ``undo_buffers(buffers, grads, t)``: θ_{t-1} and buffers_{t-1} from the
+      state after the update (only when ``invertible``; otherwise the trajectory is replayed);
+    - ``backprop(adj, state, grads, t)``: push ``Adjoint`` through the update's dependence on the buffers and
+      on ``g_t``: return ``dg_t`` and leave ``adj.buffers`` as the adjoints of buffers_{t-1};
+    - ``param_path(d_theta, state, t)``: the direct θ_{t-1} → θ_t path applied to ``adj.params`` (identity by
+      default; decoupled weight decay scales it by ``1 - lr·wd``);
+    - ``lr_direction(state, t)``: ``∂θ_t/∂lr``, for the learning rate's meta-gradient (optional);
+    - ``torch_optimizer(params)``: the optimiser that trains learners downstream with the same update
+      (default: ``ForwardOptimizer``, this class's own ``step``; a ``torch.optim`` twin where one exists,
+      pinned by ``tests/test_inner_parity.py``).
 
     Args:
         steps: number of inner steps ``T``.
@@ -79,9 +98,11 @@ class ReversibleOptimizer(InnerOptimizer):
             keep the result, or ``"raise"`` a ``DriftError``.
     """
 
-    #: False when an update cannot be undone from the state after it (SGD without momentum); such optimisers
-    #: are reversed by replay with recursive checkpoints instead.
-    invertible: bool = True
+    @property
+    def invertible(self) -> bool:
+        """False when an update cannot be undone from the state after it (SGD without momentum); such
+        optimisers are reversed by replay with recursive checkpoints instead."""
+        return True
 
     def __init__(
         self,
@@ -135,11 +156,20 @@ class ReversibleOptimizer(InnerOptimizer):
         return None
 
     @abstractmethod
-    def backprop(self, adj: _Adjoint, state: State, grads: Params, t: int) -> Params:
+    def backprop(self, adj: Adjoint, state: State, grads: Params, t: int) -> Params:
         """Push adjoints back through update ``t``: returns ``dg_t`` and sets ``adj.buffers`` to those of t-1.
 
-        ``adj.params`` is the adjoint of θ_t; the θ_{t-1} → θ_t identity path is left in place.
+        ``adj.params`` is the adjoint of θ_t and must be left as it is: ``param_path`` then carries it along
+        the direct θ_{t-1} → θ_t path, and the driver adds the Hessian path ``(∂g_t/∂θ_{t-1})ᵀ dg_t``.
         """
+
+    def param_path(self, d_theta: Params, state: State, t: int) -> None:
+        """In place: ``d_theta`` (adjoint of θ_t) → its part through ``∂θ_t/∂θ_{t-1}`` holding the buffers and
+        the gradient fixed. The identity for updates of the form θ_t = θ_{t-1} − u(buffers_t)."""
+
+    def torch_optimizer(self, params) -> torch.optim.Optimizer:
+        """What trains a learner downstream with this very update: ``ForwardOptimizer`` over ``step``."""
+        return ForwardOptimizer(params, self)
 
     # ---- driver ----
 
@@ -163,7 +193,7 @@ class ReversibleOptimizer(InnerOptimizer):
         theta_T = run.cast(final.params, requires_grad=True)
         loss = call_loss(outer_loss, "outer_loss", theta_T)
         d_theta = torch.autograd.grad(loss, list(theta_T.values()), allow_unused=True)
-        adj = _Adjoint({k: _zero_or(g, final.params[k]) for (k, g) in zip(theta_T, d_theta)},
+        adj = Adjoint({k: _zero_or(g, final.params[k]) for (k, g) in zip(theta_T, d_theta)},
                        tuple({k: torch.zeros_like(v) for k, v in b.items()} for b in final.buffers),
                        tuple(torch.zeros_like(h, dtype=self.state_dtype) for h in hyper),
                        torch.zeros((), dtype=torch.float64, device=next(iter(final.params.values())).device))
@@ -226,7 +256,7 @@ class _Run:
             self.replayed += end - a
         return kept
 
-    def reverse(self, a: int, b: int, start: State, end: State, adj: _Adjoint) -> _Adjoint:
+    def reverse(self, a: int, b: int, start: State, end: State, adj: Adjoint) -> Adjoint:
         """Reverse updates b..a+1, given exact states at a and b; returns the adjoints at a."""
         opt = self.opt
         if b - a == 1:
@@ -261,8 +291,8 @@ class _Run:
         return adj
 
     def _reverse_step(
-        self, t: int, prev_params: Params | None, state: State, adj: _Adjoint
-    ) -> tuple[_Adjoint, State | None]:
+        self, t: int, prev_params: Params | None, state: State, adj: Adjoint
+    ) -> tuple[Adjoint, State | None]:
         """Reverse update ``t``. With ``prev_params`` (exact θ_{t-1}) nothing is undone."""
         opt = self.opt
         params_prev = opt.undo_params(state, t) if prev_params is None else prev_params
@@ -276,6 +306,7 @@ class _Run:
         if direction is not None:
             adj.lr += sum((adj.params[k].double() * direction[k].double()).sum() for k in direction)
         dg = opt.backprop(adj, state, g, t)
+        opt.param_path(adj.params, state, t)
         # One double-backward gives both the Hessian-vector product and the mixed product with the hyper.
         pairs = [(gk, dg[k].to(gk.dtype)) for k, gk in zip(theta, grads) if gk is not None and gk.requires_grad]
         if pairs:
@@ -296,3 +327,41 @@ class _Run:
 def _copy(state: State) -> State:
     return State({k: v.clone() for k, v in state.params.items()},
                  tuple({k: v.clone() for k, v in b.items()} for b in state.buffers))
+
+
+class ForwardOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` that applies a ``ReversibleOptimizer``'s own ``step`` algebra (in the
+    parameters' dtype), so an inner optimiser without a ``torch.optim`` twin still trains learners downstream
+    exactly as the inner loop does.
+
+    Args:
+        params: parameters (or parameter groups) to optimise.
+        inner: the reversible optimiser whose update to apply (its ``lr`` is the group's default).
+    """
+
+    def __init__(self, params, inner: ReversibleOptimizer) -> None:
+        super().__init__(params, {"lr": inner.lr})
+        self.inner = inner
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            inner = copy.copy(self.inner)
+            inner.lr = group["lr"]  # a group's (or a scheduler's) rate, as torch.optim would take it
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["t"] = 0
+                    state["buffers"] = self.inner.init_buffers({"p": p.detach()})
+                state["t"] += 1
+                current = State({"p": p.detach().clone()}, state["buffers"])
+                out = inner.step(current, {"p": p.grad.detach()}, state["t"])
+                p.copy_(out.params["p"])
+                state["buffers"] = out.buffers
+        return loss

@@ -5,14 +5,15 @@ from __future__ import annotations
 import torch
 
 from .base import Params
-from .reverse import ReversibleOptimizer, State, _Adjoint
+from .functional import check_adam, check_weight_decay
+from .reverse import Adjoint, ReversibleOptimizer, State
 
 
 class ReverseAdam(ReversibleOptimizer):
     """Adam (``torch.optim.Adam`` semantics, bias-corrected) differentiated by reversing its trajectory.
 
     Per reversed step: undo the update, recompute that step's gradient on the same batch, and one
-    double-backward for ``H·dg`` and ``∂²L/∂hyper∂θ·dg`` (DESIGN §1).
+    double-backward for ``H·dg`` and ``∂²L/∂hyper∂θ·dg`` (docs/inner.md).
 
     Example:
         >>> opt = ReverseAdam(lr=1e-3, steps=50)
@@ -39,13 +40,10 @@ class ReverseAdam(ReversibleOptimizer):
         **reversal,
     ) -> None:
         super().__init__(steps, lr, **reversal)
-        beta1, beta2 = betas
-        if not (0.0 < beta1 < 1.0 and 0.0 < beta2 < 1.0):
-            raise ValueError(f"betas must both lie in (0, 1) for the update to be invertible, got {betas!r}")
-        if not eps > 0:
-            raise ValueError(f"eps must be positive, got {eps!r}")
-        self.betas = (float(beta1), float(beta2))
-        self.eps = float(eps)
+        self.betas, self.eps = check_adam(betas, eps)
+
+    def torch_optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps)  # parity-tested
 
     def init_buffers(self, params: Params) -> tuple[Params, ...]:
         return ({k: torch.zeros_like(p) for k, p in params.items()},
@@ -105,7 +103,7 @@ class ReverseAdam(ReversibleOptimizer):
         torch._foreach_mul_(direction, -1.0 / (1.0 - self.betas[0] ** t))  # -(m / bc1) / den
         return dict(zip(names, direction))
 
-    def backprop(self, adj: _Adjoint, state: State, grads: Params, t: int) -> Params:
+    def backprop(self, adj: Adjoint, state: State, grads: Params, t: int) -> Params:
         beta1, beta2 = self.betas
         bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
         names = list(adj.params)
@@ -131,3 +129,49 @@ class ReverseAdam(ReversibleOptimizer):
         torch._foreach_mul_(dm, beta1)
         torch._foreach_mul_(dv, beta2)
         return dict(zip(names, dg))
+
+
+class ReverseAdamW(ReverseAdam):
+    """AdamW (``torch.optim.AdamW``: decoupled weight decay) differentiated by reversing its trajectory.
+
+    The worked example of the ``ReversibleOptimizer`` contract for an update whose direct θ_{t-1} → θ_t path is
+    not the identity: θ_t = c·θ_{t-1} − α·m̂_t/(√v̂_t + ε) with c = 1 − α·λ. Three hooks change from Adam:
+    ``step`` scales θ first, ``undo_params`` divides by c, ``param_path`` scales the adjoint of θ by c; and
+    ``∂θ_t/∂α`` gains −λ·θ_{t-1}. Checked against ``UnrolledAdamW`` in float64 (``tests/test_inner_parity.py``).
+
+    Args:
+        lr: inner learning rate α.
+        betas: Adam's (β1, β2).
+        eps: Adam's ε.
+        weight_decay: λ, decoupled (``lr * weight_decay < 1``).
+        steps: number of inner steps T.
+        **reversal: as ``ReverseAdam`` (state_dtype, checkpoint_every, checkpoints, drift_tolerance, on_drift).
+    """
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, steps: int = 10, **reversal) -> None:
+        super().__init__(lr, betas, eps, steps, **reversal)
+        self.weight_decay = check_weight_decay(weight_decay, self.lr)
+
+    @property
+    def decay(self) -> float:
+        return 1.0 - self.lr * self.weight_decay
+
+    def torch_optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
+
+    def step(self, state: State, grads: Params, t: int) -> State:
+        torch._foreach_mul_(list(state.params.values()), self.decay)
+        return super().step(state, grads, t)
+
+    def undo_params(self, state: State, t: int) -> Params:
+        prev = super().undo_params(state, t)  # c·θ_{t-1}
+        return {k: p.div_(self.decay) for k, p in prev.items()}
+
+    def param_path(self, d_theta: Params, state: State, t: int) -> None:
+        torch._foreach_mul_(list(d_theta.values()), self.decay)
+
+    def lr_direction(self, state: State, t: int) -> Params:
+        adam = super().lr_direction(state, t)  # −m̂/den
+        prev = self.undo_params(state, t)
+        return {k: adam[k].add_(prev[k], alpha=-self.weight_decay) for k in adam}

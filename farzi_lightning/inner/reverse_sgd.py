@@ -6,7 +6,7 @@ import torch
 
 from .base import Params
 from .functional import SGDState, sgd_update
-from .reverse import ReversibleOptimizer, State, _Adjoint
+from .reverse import Adjoint, ReversibleOptimizer, State
 
 
 class ReverseSGD(ReversibleOptimizer):
@@ -33,7 +33,13 @@ class ReverseSGD(ReversibleOptimizer):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
-        self.invertible = self.momentum > 0.0
+
+    @property
+    def invertible(self) -> bool:
+        return self.momentum > 0.0  # without momentum θ_{t-1} cannot be recovered from θ_t: replay instead
+
+    def torch_optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)  # the same update (parity-tested)
 
     def init_buffers(self, params: Params) -> tuple[Params, ...]:
         return ({k: torch.zeros_like(p) for k, p in params.items()},)
@@ -57,7 +63,7 @@ class ReverseSGD(ReversibleOptimizer):
         (buf,) = state.buffers
         return {k: -b for k, b in buf.items()}
 
-    def backprop(self, adj: _Adjoint, state: State, grads: Params, t: int) -> Params:
+    def backprop(self, adj: Adjoint, state: State, grads: Params, t: int) -> Params:
         (db,) = adj.buffers
         dg = {}
         for k, d_theta in adj.params.items():

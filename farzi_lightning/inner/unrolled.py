@@ -7,20 +7,25 @@ parameters passed in. The learning rate is a graph leaf too, so ``lr_grad`` is e
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 
 import torch
 from torch import Tensor
 
 from .base import InnerLoss, InnerOptimizer, MetaGradient, OuterLoss, Params, call_loss, check_used
-from .functional import adam_init, adam_update, sgd_init, sgd_update
+from .functional import adam_init, adam_update, check_adam, check_weight_decay, sgd_init, sgd_update
 
 
 class _Unrolled(InnerOptimizer):
-    def _init(self, params: Params):
-        raise NotImplementedError
+    """Shared driver; subclasses give the functional update (``functional.py``) and the ``torch.optim`` twin."""
 
+    @abstractmethod
+    def _init(self, params: Params):
+        """The optimiser state before the first step."""
+
+    @abstractmethod
     def _update(self, params: Params, grads: Params, state, t: int, lr: Tensor):
-        raise NotImplementedError
+        """One differentiable step: ``(params, state)`` after update ``t``."""
 
     def _meta_gradient(
         self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...]
@@ -52,16 +57,35 @@ class _Unrolled(InnerOptimizer):
 class UnrolledAdam(_Unrolled):
     """Adam through the full unrolled graph. Args as ``ReverseAdam``: lr, betas, eps, steps."""
 
+    weight_decay = 0.0
+
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  steps: int = 10) -> None:
         super().__init__(steps, lr)
-        self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
+        self.betas, self.eps = check_adam(betas, eps)
 
     def _init(self, params: Params):
         return adam_init(params)
 
     def _update(self, params, grads, state, t, lr):
-        return adam_update(params, grads, state, t, lr=lr, betas=self.betas, eps=self.eps)
+        return adam_update(params, grads, state, t, lr=lr, betas=self.betas, eps=self.eps,
+                           weight_decay=self.weight_decay)
+
+    def torch_optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps)
+
+
+class UnrolledAdamW(UnrolledAdam):
+    """AdamW (decoupled weight decay) through the full unrolled graph: the reference of ``ReverseAdamW``.
+    Args: lr, betas, eps, weight_decay, steps."""
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, steps: int = 10) -> None:
+        super().__init__(lr, betas, eps, steps)
+        self.weight_decay = check_weight_decay(weight_decay, self.lr)
+
+    def torch_optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
 
 class UnrolledSGD(_Unrolled):
@@ -69,6 +93,8 @@ class UnrolledSGD(_Unrolled):
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.9, steps: int = 10) -> None:
         super().__init__(steps, lr)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
 
     def _init(self, params: Params):
@@ -76,3 +102,6 @@ class UnrolledSGD(_Unrolled):
 
     def _update(self, params, grads, state, t, lr):
         return sgd_update(params, grads, state, t, lr=lr, momentum=self.momentum)
+
+    def torch_optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
