@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+from farzi_lightning.seeds import SEED_VAR
 from farzi_lightning.trajectories import MANIFEST, atomic_write, read_manifest, write_manifest
 
 
@@ -58,7 +59,7 @@ class TrajectoryCheckpoint(Callback):
         return Path(trainer.log_dir or trainer.default_root_dir) / "trajectories"
 
     def run(self) -> str:
-        return self.run_name or f"seed-{os.environ.get('PL_GLOBAL_SEED', 'none')}"
+        return self.run_name or f"seed-{os.environ.get(SEED_VAR, 'none')}"
 
     def staging(self, trainer: Trainer) -> Path:
         return self.root(trainer) / f"{self.run()}.partial"

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from . import seeds
 from .bilevel import inner_schedule, train_steps
 from .inner import InnerOptimizer
 from .learner import Evaluator
@@ -266,7 +267,7 @@ class Downstream:
             with torch.no_grad():
                 return summary().detach(), feed
         baseline = make_baseline(name, summary.vocab_size, summary.num_sequences, summary.seq_len,
-                                 summary.padding_idx, data.real_sequences(), torch.Generator().manual_seed(seed),
+                                 summary.padding_idx, data.real_sequences(), seeds.downstream(seed),
                                  teacher)
         return baseline.to(device)().detach(), Feed("hard")
 
@@ -281,7 +282,7 @@ class Downstream:
         key = "ppl" if text else f"ndcg@{self.k}"
         sign = -1.0 if text else 1.0
         schedule = inner_schedule(len(rows), recipe["batch_size"] or len(rows), recipe["steps"],
-                                  torch.Generator().manual_seed(seed))
+                                  seeds.downstream(seed))
         optimizer = self.make_optimizer(recipe, learner.parameters(), self._inner)
         best: tuple[float, int, dict[str, Tensor]] = (-math.inf, 0, {})
         curve: list[tuple[int, float]] = []

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +47,9 @@ class _RankMetric(Metric):
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
+    @abstractmethod
     def _gain(self, rank: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Per-example score of a 0-based rank (HR: ``rank < k``; nDCG: ``1/log2(rank + 2)`` within k)."""
 
     def update(self, scores: Tensor, target: Tensor, exclude: Tensor | None = None) -> None:
         """Args: scores ``(B, N)``, target ``(B,)``, exclude optional ``(B, N)`` mask (e.g. items already seen)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -23,8 +22,9 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from . import bilevel
+from . import bilevel, seeds
 from .checkpoints import VerifiedLoad
+from .contracts import DATA, require
 from .data.windows import check_int
 from .distributed import check_precision, check_strategy
 from .downstream import Downstream, log_dict, table
@@ -84,11 +84,17 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["learner", "summary", "inner_optimizer", "start", "downstream"])
         self.automatic_optimization = False
+        if not isinstance(learner, Learner):
+            raise TypeError(f"model.init_args.learner: {type(learner).__name__} is not a farzi_lightning.learners."
+                            "Learner (vocab_size, padding_idx, max_len, config(), forward; docs/extending.md)")
         self.learner = learner.requires_grad_(False)  # θ lives in the inner optimiser, not in DDP or .grad
         self.summary = summary(learner.vocab_size)
+        if not isinstance(self.summary, Summary):
+            raise TypeError(f"model.init_args.summary: {type(self.summary).__name__} is not a farzi_lightning."
+                            "summaries.Summary")
         if self.summary.padding_idx is None:
-            self.summary.padding_idx = getattr(learner, "padding_idx", None)
-        max_len = getattr(learner, "max_len", None)
+            self.summary.padding_idx = learner.padding_idx
+        max_len = learner.max_len
         if max_len is not None and self.summary.seq_len - 1 > max_len:
             raise ValueError(f"model.init_args.summary.init_args.seq_len={self.summary.seq_len} needs the learner to "
                              f"read {self.summary.seq_len - 1} tokens, but model.init_args.learner.init_args.max_len="
@@ -116,6 +122,7 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
 
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
+        require(data, DATA, "distillation data", "data")
         check_strategy(self.trainer.strategy)
         check_precision(self.trainer.precision)
         if self.trainer.precision == "bf16-mixed" and self.device.type == "cpu":
@@ -130,11 +137,10 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
             self._real = data.train_dataloader()
             if self.trainer.ckpt_path is None and self.global_step == 0:
                 # The same on every rank (no rank in the seed): DDP also broadcasts rank 0's parameters.
-                seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
                 teacher = self.teacher_model() if getattr(self.summary, "init", None) == "teacher" else None
                 real = data.real_sequences()
                 self._check_size(real)
-                self.summary.initialize(real.to(self.device), torch.Generator().manual_seed(seed), teacher)
+                self.summary.initialize(real.to(self.device), seeds.summary_init(), teacher)
 
     def _check_size(self, real: Tensor) -> None:
         """Warn when the summary is not small next to the data, or longer than most real sequences."""
@@ -162,7 +168,7 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
         line = (f"Summary: {type(s).__name__} [{shapes}] = {s.num_sequences} sequences x {s.seq_len} tokens = "
                 f"{s.size_tokens:,} tokens")
         data = self.trainer.datamodule
-        if data is not None and hasattr(data, "train_counts"):
+        if data is not None:
             total = int(data.train_counts().sum())
             line += f", {100 * s.size_tokens / total:.2f}% of the {total:,} training tokens"
         return line
@@ -174,8 +180,8 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
             if self.hparams.teacher is not None:
                 data = self.trainer.datamodule
                 try:
-                    bank = TrajectoryBank(self.hparams.teacher, fingerprint=getattr(data, "fingerprint", None),
-                                          vocab_size=getattr(data, "vocab_size", None))
+                    bank = TrajectoryBank(self.hparams.teacher, fingerprint=data.fingerprint,
+                                          vocab_size=data.vocab_size)
                     model = bank.model(map_location=self.device)
                 except (ValueError, FileNotFoundError) as err:
                     raise type(err)(f"model.init_args.teacher: {err}") from err
@@ -219,8 +225,7 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
     def _generator(self, draw: int) -> torch.Generator:
         """Randomness of one draw of an outer step from (seed, step, draw) alone: a resumed run draws exactly the
         same, and every draw (of every process) its own start point, inner order and real batch."""
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return torch.Generator().manual_seed(seed * 7_919 + self.global_step * 104_729 + draw * 31)
+        return seeds.outer_step(self.global_step, draw)
 
     # ---- the bilevel step ----
 

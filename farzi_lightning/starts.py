@@ -60,8 +60,8 @@ class TrajectoryStart(StartPoint):
     def setup(self, module: FarziLightningModule) -> None:
         data = module.trainer.datamodule
         try:
-            self.bank = TrajectoryBank(self.path, fingerprint=getattr(data, "fingerprint", None),
-                                       vocab_size=getattr(data, "vocab_size", None), min_fraction=self.min_fraction,
+            self.bank = TrajectoryBank(self.path, fingerprint=data.fingerprint,
+                                       vocab_size=data.vocab_size, min_fraction=self.min_fraction,
                                        max_fraction=self.max_fraction, include_init=self.include_init)
             self.bank.check_compatible(module.learner)
         except (ValueError, FileNotFoundError) as err:

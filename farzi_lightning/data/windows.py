@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from ..seeds import epoch_order, global_seed
+
 IGNORE_INDEX = -100
 """Target value of positions that carry no label (padding); ``F.cross_entropy``'s default ``ignore_index``."""
 
@@ -77,7 +79,7 @@ class EpochSampler(Sampler[int]):
 
     def __init__(self, n: int, seed: int | None = None) -> None:
         self.n, self.epoch = n, 0
-        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        self.seed = global_seed() if seed is None else seed
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -86,5 +88,5 @@ class EpochSampler(Sampler[int]):
         return self.n
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = epoch_order(self.epoch, self.seed)
         return iter(torch.randperm(self.n, generator=generator).tolist())

@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+from abc import ABCMeta, abstractmethod
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
+
+from ..contracts import LEARNER, require
 
 
 class RecordsInit:
@@ -20,25 +23,40 @@ class RecordsInit:
 
         @functools.wraps(init)
         def recording_init(self, *args: Any, **kw: Any) -> None:
-            if "_init_args" not in self.__dict__:  # the outermost __init__ (a subclass's) wins
+            outermost = "_init_args" not in self.__dict__  # the outermost __init__ (a subclass's) wins
+            if outermost:
                 bound = inspect.signature(init).bind(self, *args, **kw)
                 bound.apply_defaults()
                 object.__setattr__(self, "_init_args", {k: v for k, v in list(bound.arguments.items())[1:]})
                 object.__setattr__(self, "_init_class", type(self))
             init(self, *args, **kw)
+            if outermost:
+                self.check_contract()
 
         cls.__init__ = recording_init
+
+    def check_contract(self) -> None:
+        """Called once the instance is built: raise naming what the class's contract needs and it lacks."""
 
     def config(self) -> dict[str, Any]:
         cls = self.__dict__["_init_class"]
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(self.__dict__["_init_args"])}
 
 
-class Learner(RecordsInit, nn.Module):
+class Learner(RecordsInit, nn.Module, metaclass=ABCMeta):
     """Base class of the learners: ``config()`` gives ``{"class_path", "init_args"}`` to rebuild it.
 
     Trajectory banks store this next to the weights, so a bank says which model its checkpoints belong to.
+    A subclass sets ``vocab_size``, ``padding_idx`` and ``max_len`` in ``__init__`` and implements ``forward``
+    (``farzi_lightning.contracts``); one that does not fails when it is built, naming what it lacks.
     """
+
+    @abstractmethod
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Ids ``(B, L)`` or soft tokens ``(B, L, V)`` → next-token logits ``(B, L, V)``."""
+
+    def check_contract(self) -> None:
+        require(self, LEARNER, "Learner", type(self).__name__)
 
 
 def build_learner(config: dict[str, Any]) -> nn.Module:

@@ -34,7 +34,7 @@ class RNNLM(Learner):
             raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
         if tie_weights and hidden != d_model:
             raise ValueError(f"tie_weights needs hidden == d_model, got hidden={hidden}, d_model={d_model}")
-        self.vocab_size, self.max_len = vocab_size, max_len
+        self.vocab_size, self.max_len, self.padding_idx = vocab_size, max_len, None
         self.embed = SoftEmbedding(vocab_size, d_model)
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
         self.rnn = rnn(d_model, hidden, n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0)

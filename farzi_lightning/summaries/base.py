@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..contracts import SUMMARY, require
 from ..learners.base import RecordsInit
 
 Init = Literal["random", "head", "teacher", "noise", "real"]
@@ -15,7 +17,7 @@ Init = Literal["random", "head", "teacher", "noise", "real"]
 ``teacher``-labelled rows; ``real`` is an alias of ``random``) or ``noise`` (random logits)."""
 
 
-class Summary(RecordsInit, nn.Module):
+class Summary(RecordsInit, nn.Module, metaclass=ABCMeta):
     """Base class. ``forward(indices) -> (B, L, V)`` probabilities; ``decode() -> (n, L)`` token ids.
 
     Args:
@@ -38,9 +40,12 @@ class Summary(RecordsInit, nn.Module):
         """n · L synthetic tokens: the summary's size in the units of the data."""
         return self.num_sequences * self.seq_len
 
+    @abstractmethod
     def logits(self, indices: Tensor | None = None) -> Tensor:
         """Unnormalised scores ``(B, L, V)`` of the sequences at ``indices`` (None: all)."""
-        raise NotImplementedError
+
+    def check_contract(self) -> None:
+        require(self, SUMMARY, "Summary", type(self).__name__)
 
     def forward(self, indices: Tensor | None = None) -> Tensor:
         logits = self.logits(indices)

@@ -27,6 +27,10 @@ class RandomSampleSummary(Summary):
         super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
         self.register_buffer("tokens", torch.zeros(num_sequences, seq_len, dtype=torch.long))
 
+    def logits(self, indices: Tensor | None = None) -> Tensor:
+        """0 at the sampled token, -inf elsewhere (``forward`` returns the one-hot rows directly)."""
+        return torch.log(self.forward(indices))
+
     def forward(self, indices: Tensor | None = None) -> Tensor:
         tokens = self.tokens if indices is None else self.tokens[indices]
         return F.one_hot(tokens, self.vocab_size).float()
