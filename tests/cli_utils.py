@@ -12,6 +12,7 @@ from farzi_lightning.cli import build
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml"))
+ABLATIONS = sorted((ROOT / "configs" / "ablations").glob("*.yaml"))  # overrides stacked on a base config
 TINY = ROOT / "configs" / "overrides" / "tiny.yaml"
 # Downstream evaluation of a distillation config in seconds: 10 steps, one seed.
 SHORT_DOWNSTREAM = ["--model.init_args.downstream.init_args.steps=10", "--model.init_args.downstream.init_args.seeds=1",

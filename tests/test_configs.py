@@ -7,7 +7,7 @@ import yaml
 
 from farzi_lightning.cli import build
 
-from cli_utils import CONFIGS, ROOT, SHORT_DOWNSTREAM, run
+from cli_utils import ABLATIONS, CONFIGS, ROOT, SHORT_DOWNSTREAM, run
 
 
 def bank_maker(config):
@@ -57,3 +57,29 @@ def test_config_runs_tiny(config, tmp_path, monkeypatch, data_dir):
     tested = run("test", f"--ckpt_path={ckpt}", *short, config=ROOT / config)
     metrics = tested.trainer.callback_metrics
     assert any(k.startswith(("test/", "downstream/")) for k in metrics), metrics
+
+
+def ablation_base(ablation):
+    """The base config an ablation's header stacks it on."""
+    for line in ablation.read_text().splitlines():
+        if line.startswith("#") and "farzi fit --config configs/" in line:
+            return ROOT / line.split("--config ")[1].split()[0]
+    raise AssertionError(f"{ablation.name}: the header names no base config")
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda p: p.name)
+def test_ablation_is_a_small_override_that_runs(ablation, tmp_path, monkeypatch, data_dir):
+    base = ablation_base(ablation)
+    assert f"--config configs/{base.name} --config configs/ablations/{ablation.name}" in ablation.read_text()
+    assert len(ablation.read_text().splitlines()) < 25  # the change, not a copy of the base
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FARZI_DATA_DIR", str(data_dir))
+    run("fit", config=bank_maker(base))
+    cli = run("fit", "--config", str(ablation), "--trainer.max_steps=2", *SHORT_DOWNSTREAM, config=base)
+    assert cli.trainer.global_step == 2
+    overridden = yaml.safe_load(ablation.read_text())["model"]["init_args"]
+    for key, value in overridden.items():
+        if isinstance(value, dict) and "class_path" in value:
+            built = getattr(cli.model, {"inner_optimizer": "inner"}.get(key, key), None)
+            if built is not None and key != "optimizer":
+                assert type(built).__name__ == value["class_path"].rpartition(".")[2]
