@@ -10,15 +10,12 @@ UnrolledAdam in float64, plus the drift and replayed steps ReverseAdam reports, 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from farzi_lightning.inner import ReverseAdam, UnrolledAdam  # noqa: E402
-
-from problems import rel_error, transformer_problem  # noqa: E402
+from farzi_lightning.inner import ReverseAdam, UnrolledAdam
+from farzi_lightning.testing import rel_error, transformer_problem
 
 
 def main() -> None:

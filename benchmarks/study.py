@@ -26,7 +26,8 @@ import yaml
 
 from farzi_lightning.callbacks import DownstreamEvaluation
 from farzi_lightning.cli import build
-from farzi_lightning.trajectories import TrajectoryBank, atomic_write
+from farzi_lightning.files import atomic_write
+from farzi_lightning.trajectories import TrajectoryBank
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from farzi_lightning.downstream import log_dict
-from farzi_lightning.trajectories import atomic_write
+from farzi_lightning.files import atomic_write
 
 
 class DownstreamEvaluation(Callback):

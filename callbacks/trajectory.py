@@ -12,8 +12,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+from farzi_lightning.files import atomic_write
 from farzi_lightning.seeds import SEED_VAR
-from farzi_lightning.trajectories import MANIFEST, atomic_write, read_manifest, write_manifest
+from farzi_lightning.trajectories import MANIFEST, read_manifest, write_manifest
 
 
 class TrajectoryCheckpoint(Callback):

@@ -11,9 +11,9 @@ import torch
 from lightning.pytorch import Trainer
 from torch import nn
 
+from .files import atomic_write
 from .learners import build_learner
 from .summaries import Feed, Summary
-from .trajectories import atomic_write
 
 
 def export_dir(trainer: Trainer) -> Path:

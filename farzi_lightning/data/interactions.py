@@ -1,6 +1,6 @@
 """User–item interaction logs (MovieLens 100K ``u.data`` or any CSV/TSV): leave-last-out split, datamodule.
 
-Protocol (DESIGN §2): per user, interactions sorted by (timestamp, file order); the last item is the test
+Protocol (docs/distillation.md, "Data protocol"): per user, interactions sorted by (timestamp, file order); the last item is the test
 target, the second last the validation target, the rest is training history.
 """
 

@@ -1,7 +1,7 @@
 """Reverse-mode meta-gradients through an invertible optimiser, with memory independent of ``T``.
 
 The forward pass keeps only the final optimiser state plus a fixed number of exact checkpoints; the backward
-pass walks the trajectory back by *undoing* each update (DESIGN §1), recomputing that step's gradient on the
+pass walks the trajectory back by *undoing* each update (docs/inner.md, "The reversal"), recomputing that step's gradient on the
 same batch, and pushing the adjoints through one double-backward per step.
 
 Undoing divides by the momentum coefficient every step, so rounding errors grow like ``beta**-T``. Three
