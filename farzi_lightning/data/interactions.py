@@ -1,7 +1,7 @@
 """User–item interaction logs (MovieLens 100K ``u.data`` or any CSV/TSV): leave-last-out split, datamodule.
 
-Protocol (docs/distillation.md, "Data protocol"): per user, interactions sorted by (timestamp, file order); the last item is the test
-target, the second last the validation target, the rest is training history.
+Protocol (docs/distillation.md, "Data protocol"): per user, interactions sorted by (timestamp, file order);
+the last item is the test target, the second last the validation target, the rest is training history.
 """
 
 from __future__ import annotations

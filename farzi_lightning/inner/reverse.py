@@ -1,8 +1,8 @@
 """Reverse-mode meta-gradients through an invertible optimiser, with memory independent of ``T``.
 
 The forward pass keeps only the final optimiser state plus a fixed number of exact checkpoints; the backward
-pass walks the trajectory back by *undoing* each update (docs/inner.md, "The reversal"), recomputing that step's gradient on the
-same batch, and pushing the adjoints through one double-backward per step.
+pass walks the trajectory back by *undoing* each update (docs/inner.md, "The reversal"), recomputing that
+step's gradient on the same batch, and pushing the adjoints through one double-backward per step.
 
 Undoing divides by the momentum coefficient every step, so rounding errors grow like ``beta**-T``. Three
 defences, all on by default:
@@ -142,13 +142,13 @@ class ReversibleOptimizer(InnerOptimizer):
     def step(self, state: State, grads: Params, t: int) -> State:
         """Update ``t`` (1-based): state after ``t-1`` updates and ``g_t`` → state after ``t`` updates."""
 
-    @abstractmethod
     def undo_params(self, state: State, t: int) -> Params:
-        """θ_{t-1} from the state after update ``t``."""
+        """θ_{t-1} from the state after update ``t`` (needed only when ``invertible``)."""
+        raise NotImplementedError(f"{type(self).__name__} is invertible but does not implement undo_params")
 
-    @abstractmethod
     def undo_buffers(self, buffers: tuple[Params, ...], grads: Params, t: int) -> tuple[Params, ...]:
-        """Buffers after ``t-1`` updates from those after ``t`` and ``g_t``."""
+        """Buffers after ``t-1`` updates from those after ``t`` and ``g_t`` (needed only when ``invertible``)."""
+        raise NotImplementedError(f"{type(self).__name__} is invertible but does not implement undo_buffers")
 
     def lr_direction(self, state: State, t: int) -> Params | None:
         """``∂θ_t / ∂lr`` from the state after update ``t`` (the update per unit learning rate); None: the
