@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .inner import InnerOptimizer
-from .learner import next_token_loss
+from .metrics import next_token_loss
 from .summaries import Feed, Summary
 
 

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader
 from . import seeds
 from .bilevel import inner_schedule, train_steps
 from .inner import InnerOptimizer
-from .learner import Evaluator
 from .learners import build_learner
+from .metrics import Evaluator
 from .summaries import Feed, Summary, make_baseline
 
 LEARNED = ("summary", "random", "head", "teacher")

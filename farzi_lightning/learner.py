@@ -6,56 +6,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from .checkpoints import VerifiedLoad
-from .data.windows import IGNORE_INDEX
-from .metrics import NDCG, HitRate, Perplexity
-
-
-def next_token_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Mean next-token cross-entropy; ``target`` ids (``IGNORE_INDEX`` skipped) or soft ``(..., V)`` targets."""
-    if target.is_floating_point():
-        return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX)
-
-
-class Evaluator(nn.Module):
-    """Real-data metrics for one split: perplexity for text batches ``(x, y)``, HR/nDCG@k for
-    recommendation batches ``(history, target, seen)``. Args: k, exclude_seen, sync (gather the sums across
-    DDP ranks on ``compute``; False for evaluations that run on one rank only, which a gather would hang)."""
-
-    def __init__(self, k: int = 10, exclude_seen: bool = True, sync: bool = True) -> None:
-        super().__init__()
-        self.k, self.exclude_seen = k, exclude_seen
-        kwargs = {"sync_on_compute": sync}
-        self.ppl, self.hr, self.ndcg = Perplexity(**kwargs), HitRate(k, **kwargs), NDCG(k, **kwargs)
-
-    def update(self, learner: nn.Module, batch: tuple[Tensor, ...]) -> None:
-        if len(batch) == 2:  # language modelling
-            x, y = batch
-            self.ppl.update(learner(x), y)
-            return
-        history, target, seen = batch
-        scores = learner(history)[:, -1]  # (B, V): next-item scores after the whole history
-        exclude = seen.clone() if self.exclude_seen else torch.zeros_like(seen)
-        exclude[:, 0] = True  # padding is never a candidate
-        self.hr.update(scores, target, exclude)
-        self.ndcg.update(scores, target, exclude)
-
-    def compute(self, prefix: str) -> dict[str, Tensor]:
-        out = {}
-        if self.ppl.update_count:
-            out[f"{prefix}/ppl"] = self.ppl.compute()
-        if self.hr.update_count:
-            out[f"{prefix}/hr@{self.k}"] = self.hr.compute()
-            out[f"{prefix}/ndcg@{self.k}"] = self.ndcg.compute()
-        for metric in (self.ppl, self.hr, self.ndcg):
-            metric.reset()
-        return out
+from .metrics import Evaluator, next_token_loss
 
 
 class LearnerModule(VerifiedLoad, LightningModule):

@@ -12,7 +12,7 @@ from abc import abstractmethod
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 
 from .data.windows import IGNORE_INDEX
@@ -96,3 +96,52 @@ class Perplexity(Metric):
 
     def compute(self) -> Tensor:
         return torch.exp(self.nll / self.tokens) if self.tokens > 0 else torch.tensor(math.nan)
+
+
+def next_token_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean next-token cross-entropy; ``target`` ids (``IGNORE_INDEX`` skipped) or soft ``(..., V)`` targets."""
+    if target.is_floating_point():
+        return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+class Evaluator(nn.Module):
+    """Real-data metrics for one split, chosen by the batch layout the data modules produce: perplexity for
+    text batches ``(x, y)``, HR/nDCG@k for recommendation batches ``(history, target, seen)``.
+
+    Args:
+        k: cut-off of HR@k and nDCG@k.
+        exclude_seen: rank only items the user has not interacted with.
+        sync: gather the sums across DDP ranks on ``compute`` (False for an evaluation run on one rank only,
+            which a gather would hang).
+        padding_idx: the padding item, never a candidate.
+    """
+
+    def __init__(self, k: int = 10, exclude_seen: bool = True, sync: bool = True, padding_idx: int = 0) -> None:
+        super().__init__()
+        self.k, self.exclude_seen, self.padding_idx = k, exclude_seen, padding_idx
+        kwargs = {"sync_on_compute": sync}
+        self.ppl, self.hr, self.ndcg = Perplexity(**kwargs), HitRate(k, **kwargs), NDCG(k, **kwargs)
+
+    def update(self, learner: nn.Module, batch: tuple[Tensor, ...]) -> None:
+        if len(batch) == 2:  # language modelling
+            x, y = batch
+            self.ppl.update(learner(x), y)
+            return
+        history, target, seen = batch
+        scores = learner(history)[:, -1]  # (B, V): next-item scores after the whole history
+        exclude = seen.clone() if self.exclude_seen else torch.zeros_like(seen)
+        exclude[:, self.padding_idx] = True  # padding is never a candidate
+        self.hr.update(scores, target, exclude)
+        self.ndcg.update(scores, target, exclude)
+
+    def compute(self, prefix: str) -> dict[str, Tensor]:
+        out = {}
+        if self.ppl.update_count:
+            out[f"{prefix}/ppl"] = self.ppl.compute()
+        if self.hr.update_count:
+            out[f"{prefix}/hr@{self.k}"] = self.hr.compute()
+            out[f"{prefix}/ndcg@{self.k}"] = self.ndcg.compute()
+        for metric in (self.ppl, self.hr, self.ndcg):
+            metric.reset()
+        return out
