@@ -57,3 +57,11 @@ def require(obj: object, members: tuple[str, ...], what: str, key: str) -> None:
     if lacking:
         raise TypeError(f"{key}: {type(obj).__name__} breaks the {what} contract: it has no "
                         f"{', '.join(lacking)} (docs/extending.md)")
+
+
+def check_lengths(data: object, learner: object) -> None:
+    """The data's rows must fit the learner: ``data.seq_len`` ≤ ``learner.max_len`` (both keys named)."""
+    seq_len, max_len = getattr(data, "seq_len", None), getattr(learner, "max_len", None)
+    if seq_len is not None and max_len is not None and seq_len > max_len:
+        raise ValueError(f"data.init_args.seq_len={seq_len} is longer than model.init_args.learner.init_args."
+                         f"max_len={max_len}: the learner cannot read a whole row; keep the two equal")

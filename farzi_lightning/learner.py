@@ -11,6 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from .checkpoints import VerifiedLoad
+from .contracts import check_lengths
 from .metrics import Evaluator, next_token_loss
 
 
@@ -32,6 +33,10 @@ class LearnerModule(VerifiedLoad, LightningModule):
         self.learner = learner
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.evaluators = nn.ModuleDict({"val": Evaluator(k, exclude_seen), "test": Evaluator(k, exclude_seen)})
+
+    def setup(self, stage: str) -> None:
+        if self.trainer.datamodule is not None:
+            check_lengths(self.trainer.datamodule, self.learner)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.learner(tokens)

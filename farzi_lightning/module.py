@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from . import bilevel, seeds
 from .checkpoints import VerifiedLoad
-from .contracts import DATA, require
+from .contracts import DATA, check_lengths, require
 from .data.windows import check_int
 from .distributed import check_precision, check_strategy
 from .downstream import Downstream, log_dict, table
@@ -123,6 +123,7 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
         require(data, DATA, "distillation data", "data")
+        check_lengths(data, self.learner)
         check_strategy(self.trainer.strategy)
         check_precision(self.trainer.precision)
         if self.trainer.precision == "bf16-mixed" and self.device.type == "cpu":

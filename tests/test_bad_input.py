@@ -112,6 +112,8 @@ CASES = [
      "error: data.init_args.seq_len must be an integer >= 2, got -3"),
     ("text batch_size 0", lambda w: text(w, "novel", "--data.init_args.batch_size=0"),
      "error: data.init_args.batch_size must be an integer >= 1, got 0"),
+    ("rows longer than the learner reads", lambda w: pretrain(w, "--data.init_args.seq_len=20"),
+     "error: data.init_args.seq_len=20 is longer than model.init_args.learner.init_args.max_len=10"),
     ("a type error", lambda w: pretrain(w, "--trainer.max_steps=abc"),
      "error: trainer.max_steps: Expected a <class 'int'>. Got value: abc"),
     ("unknown choice", lambda w: distil(w, "--model.init_args.input_mode=bogus"),

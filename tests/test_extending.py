@@ -112,3 +112,18 @@ def test_data_without_the_distillation_members_is_refused_at_setup():
     with pytest.raises(TypeError, match=r"data: Half breaks the distillation data contract: it has no "
                                         r"fingerprint, real_sequences, vocabulary, train_counts, val_dataloader"):
         require(Half(), DATA, "distillation data", "data")
+
+
+def test_a_distillation_takes_its_learner_from_the_bank(tmp_path, monkeypatch, data_dir):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FARZI_DATA_DIR", str(data_dir))
+    distil = ROOT / "configs" / "ml100k.yaml"
+    run("fit", config=bank_maker(distil))
+    from_bank = tmp_path / "from_bank.yaml"
+    from_bank.write_text("model:\n  init_args:\n    learner:\n      class_path: farzi_lightning.learners.BankLearner\n"
+                         "      init_args:\n        path: runs/banks/ml100k_sasrec\n")
+    cli = run("fit", "--config", str(from_bank), "--trainer.max_steps=1", *SHORT_DOWNSTREAM, config=distil,
+              tiny=False)
+    bank = __import__("json").loads((tmp_path / "runs/banks/ml100k_sasrec/manifest.json").read_text())
+    assert cli.model.learner.config() == bank["learner"]  # the tiny pretrain's SASRec, width 16
+    assert type(cli.model.learner).__name__ == "SASRec" and cli.model.learner.config()["init_args"]["d_model"] == 16
