@@ -47,6 +47,9 @@ class DownstreamEvaluation(Callback):
                              "scores": {f"{learner}/{c}": s.as_dict() for (learner, c), s in results.items()}})
         if not trainer.is_global_zero:
             return
+        last = self.last()
+        if last is not None:  # TensorBoard's HPARAMS tab compares runs by hp_metric
+            metrics = {**metrics, "hp_metric": last[1]}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         if self.results_file:

@@ -79,3 +79,21 @@ class VerifiedLoad:
         if isinstance(checkpoint_path, (str, Path)):
             read_checkpoint(checkpoint_path, key="checkpoint_path")
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+
+def save_config(module) -> None:
+    """``save_hyperparameters`` for modules built from parts: under the CLI every argument is recorded as its
+    config (``{"class_path", "init_args"}``), so the checkpoint rebuilds the module from the file alone
+    (``load_from_checkpoint``) and TensorBoard's HPARAMS shows every setting that shaped the run. Built in
+    Python, parts that record their arguments (``config()``) are stored as such; others are left out."""
+    import inspect
+
+    frame = inspect.currentframe().f_back
+    module.save_hyperparameters(frame=frame)
+    for key, value in list(module.hparams.items()):
+        if isinstance(value, (str, int, float, bool, type(None), dict, list, tuple)):
+            continue
+        if hasattr(value, "config"):
+            module.hparams[key] = value.config()
+        else:
+            del module.hparams[key]  # an object without a recorded config (a callable factory, a module)

@@ -34,6 +34,7 @@ from . import seeds
 from .bilevel import inner_schedule, train_steps
 from .inner import InnerOptimizer
 from .learners import build_learner
+from .learners.base import RecordsInit
 from .metrics import Evaluator
 from .summaries import Feed, Summary, make_baseline
 
@@ -76,7 +77,7 @@ class Score:
                 "std": {m: self.std(m) for m in self.values}, "best_steps": self.best_steps, "curves": self.curves}
 
 
-class Downstream:
+class Downstream(RecordsInit):
     """The downstream-evaluation harness (see the module docstring).
 
     Args:

@@ -10,8 +10,9 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from .checkpoints import VerifiedLoad
+from .checkpoints import VerifiedLoad, save_config
 from .contracts import check_lengths
+from .learners import Learner
 from .metrics import Evaluator, next_token_loss
 
 
@@ -26,10 +27,10 @@ class LearnerModule(VerifiedLoad, LightningModule):
         exclude_seen: leave items the user already interacted with out of the ranking.
     """
 
-    def __init__(self, learner: nn.Module, optimizer: OptimizerCallable = torch.optim.Adam,
+    def __init__(self, learner: Learner, optimizer: OptimizerCallable = torch.optim.Adam,
                  lr_scheduler: LRSchedulerCallable | None = None, k: int = 10, exclude_seen: bool = True) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["learner"])
+        save_config(self)
         self.learner = learner
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.evaluators = nn.ModuleDict({"val": Evaluator(k, exclude_seen), "test": Evaluator(k, exclude_seen)})
@@ -51,7 +52,12 @@ class LearnerModule(VerifiedLoad, LightningModule):
         self.evaluators["val"].update(self.learner, batch)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.evaluators["val"].compute("val"), prog_bar=True, sync_dist=False)
+        metrics = self.evaluators["val"].compute("val")
+        self.log_dict(metrics, prog_bar=True, sync_dist=False)
+        # TensorBoard's HPARAMS tab compares runs by hp_metric: the validation nDCG@k, or perplexity for text.
+        key = next((k for k in metrics if "ndcg" in k), next(iter(metrics), None))
+        if key is not None:
+            self.log("hp_metric", metrics[key], sync_dist=False)
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self.evaluators["test"].update(self.learner, batch)

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from . import bilevel, seeds
-from .checkpoints import VerifiedLoad
+from .checkpoints import VerifiedLoad, save_config
 from .contracts import DATA, check_lengths, require
 from .data.windows import check_int
 from .distributed import check_precision, check_strategy
@@ -82,7 +82,7 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
                  gradient_clip_val: float | None = None, learn_inner_lr: bool = False, meta_batch_size: int = 1,
                  max_nonfinite_steps: int = 5, downstream: Downstream | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["learner", "summary", "inner_optimizer", "start", "downstream"])
+        save_config(self)
         self.automatic_optimization = False
         if not isinstance(learner, Learner):
             raise TypeError(f"model.init_args.learner: {type(learner).__name__} is not a farzi_lightning.learners."

@@ -20,13 +20,14 @@ from torch import Tensor, nn
 
 from .bilevel import inner_schedule, make_optimizer, train_steps
 from .learners import build_learner
+from .learners.base import RecordsInit
 from .trajectories import TrajectoryBank
 
 if TYPE_CHECKING:
     from .module import FarziLightningModule
 
 
-class StartPoint(ABC):
+class StartPoint(RecordsInit, ABC):
     """Base class: ``sample(module, generator) -> {name: tensor}``, the learner's parameters θ0."""
 
     def setup(self, module: FarziLightningModule) -> None:  # noqa: B027 (optional hook: nothing by default)

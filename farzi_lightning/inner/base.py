@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..learners.base import RecordsInit
+
 Params = dict[str, Tensor]
 InnerLoss = Callable[[Params, tuple[Tensor, ...], int], Tensor]
 """``inner_loss(params, hyper, step) -> scalar``; ``step`` (0..steps-1) selects the summary batch."""
@@ -53,7 +55,7 @@ class MetaGradient:
     lr_grad: Tensor | None = None
 
 
-class InnerOptimizer(ABC):
+class InnerOptimizer(RecordsInit, ABC):
     """Base class: validates arguments, then delegates to ``_meta_gradient``.
 
     Args:

@@ -25,9 +25,19 @@ class RecordsInit:
         def recording_init(self, *args: Any, **kw: Any) -> None:
             outermost = "_init_args" not in self.__dict__  # the outermost __init__ (a subclass's) wins
             if outermost:
-                bound = inspect.signature(init).bind(self, *args, **kw)
+                signature = inspect.signature(init)
+                bound = signature.bind(self, *args, **kw)
                 bound.apply_defaults()
-                object.__setattr__(self, "_init_args", {k: v for k, v in list(bound.arguments.items())[1:]})
+                recorded = {}
+                for k, v in list(bound.arguments.items())[1:]:
+                    kind = signature.parameters[k].kind
+                    if kind is inspect.Parameter.VAR_KEYWORD:
+                        recorded.update(v)  # **kwargs are arguments like any other
+                    elif kind is inspect.Parameter.VAR_POSITIONAL:
+                        continue  # object.__init__'s *args: nothing to record
+                    else:
+                        recorded[k] = v
+                object.__setattr__(self, "_init_args", recorded)
                 object.__setattr__(self, "_init_class", type(self))
             init(self, *args, **kw)
             if outermost:
@@ -40,7 +50,17 @@ class RecordsInit:
 
     def config(self) -> dict[str, Any]:
         cls = self.__dict__["_init_class"]
-        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(self.__dict__["_init_args"])}
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}",
+                "init_args": {k: _plain(v) for k, v in self.__dict__["_init_args"].items()}}
+
+
+def _plain(value: Any) -> Any:
+    """Arguments that are parts themselves (a start point wrapping another) become their configs."""
+    if isinstance(value, RecordsInit):
+        return value.config()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 class Learner(RecordsInit, nn.Module, metaclass=ABCMeta):
