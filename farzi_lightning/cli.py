@@ -10,6 +10,7 @@ The data's vocabulary size (or item-id count) is linked into the learner, so no 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import sys
@@ -73,6 +74,8 @@ class FarziCLI(LightningCLI):
         is what runs (evaluation-time settings included), a checkpoint of another module class is refused, and
         nothing named in a checkpoint is imported."""
         subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("tiny"):
+            _under_tiny(self.config[subcommand])  # before "last" is looked for
         if not subcommand or not self.config[subcommand].get("ckpt_path"):
             return
         config = self.config[subcommand]
@@ -97,6 +100,8 @@ class FarziCLI(LightningCLI):
         """Refuse a strategy or precision that cannot run a distillation before Lightning builds the trainer
         (Lightning's own checks, e.g. FSDP's need for a GPU, would otherwise answer first and less usefully)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("tiny"):
+            _under_tiny(config)  # tiny runs keep their own run folders and banks
         _PARSED["config"] = config.as_dict()  # for naming the key of a component's error (``locate``)
         class_path = str(config.model.get("class_path", "")) if config.get("model") else ""
         module, _, name = class_path.rpartition(".")
@@ -119,7 +124,34 @@ def build(args: list[str] | None = None, run: bool = True) -> FarziCLI:
     """The CLI, run on ``args`` (None: ``sys.argv``); ``args=`` runs it in-process, e.g. from tests."""
     return FarziCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                     save_config_kwargs={"overwrite": True}, args=args, run=run, parser_class=FarziParser,
+                    auto_configure_optimizers=False,  # the modules take their optimisers as arguments
                     parser_kwargs={"default_env": False})
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertising tips (``💡 Tip: ...``) from the log: nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoTips())
+
+def _under_tiny(node) -> None:
+    """``--tiny``: every relative path under ``runs/`` (run folders, banks, teachers) moves to ``runs/tiny/``, so
+    a tiny run never mixes its checkpoints or banks with a real run's."""
+    items = list(vars(node).items()) if isinstance(node, Namespace) else list(enumerate(node)) \
+        if isinstance(node, list) else []
+    for key, value in items:
+        if isinstance(value, str) and value.startswith("runs/") and not value.startswith("runs/tiny/"):
+            value = "runs/tiny/" + value[len("runs/"):]
+            if isinstance(node, Namespace):
+                setattr(node, key, value)
+            else:
+                node[key] = value
+        else:
+            _under_tiny(value)
 
 
 #: What ``--tiny`` caps in a distillation config (config key: largest value).

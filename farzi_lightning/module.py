@@ -41,6 +41,8 @@ SummaryCallable = Callable[[int], Summary]
 # Lightning's ModelCheckpoint asks manual-optimisation modules to stash pre-step weights; a distillation's
 # checkpoint is meant to hold the state after the step (exact resume), so the notice is noise here.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+# Raised inside Lightning's own pytree helper on torch >= 2.9; nothing a user of this package can change.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 class FarziLightningModule(VerifiedLoad, LightningModule):
