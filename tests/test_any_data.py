@@ -74,7 +74,7 @@ def test_ratings_csv_with_string_ids_and_duplicates(tmp_path):
     data = fitted.datamodule
     assert data.split.report["exact_duplicates"] == 1 and data.split.report["repeated_pairs"] == 1
     assert data.split.report["short_users"] == 2 and len(data.split.user_ids) == 40
-    lines = (Path(fitted.trainer.log_dir) / "checkpoints" / "summary.txt").read_text().split()
+    lines = (tmp_path / fitted.trainer.log_dir / "checkpoints" / "summary.txt").read_text().split()
     assert lines and all(token.startswith("B0") and token.endswith("X") for token in lines)  # original ids
     assert 0.0 <= float(tested.trainer.callback_metrics["downstream/sasrec/summary/hr@10"]) <= 1.0
     assert float(tested.trainer.callback_metrics["downstream/sasrec/random/hr@10"]) >= 0.0
@@ -124,6 +124,7 @@ def test_a_summary_longer_or_larger_than_the_data_is_warned_about(tmp_path):
         run("fit", "--config", str(mine), *long, config=ROOT / "configs/ml100k_pretrain.yaml")
         with pytest.warns(UserWarning) as caught:
             fitted = run("fit", "--config", str(mine), "--tiny=false", "--data.init_args.seq_len=30",
+                         "--model.init_args.teacher=runs/tiny/banks/ml100k_sasrec",  # the tiny pretrain's
                          "--model.init_args.learner.init_args.max_len=30",
                          "--model.init_args.summary.init_args.seq_len=31",
                          "--model.init_args.summary.init_args.num_sequences=50",

@@ -55,7 +55,7 @@ def world(tmp_path_factory):
     no_splits = root / "no_splits"
     no_splits.mkdir()
     (no_splits / "notes.txt").write_text("x\n")
-    ckpt = next(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
+    ckpt = next(root.glob("**/lightning_logs/version_*/checkpoints/last.ckpt"))
     (root / "truncated.ckpt").write_bytes(ckpt.read_bytes()[:2000])
     (root / "garbage.ckpt").write_text("not a checkpoint\n")
     crafted = torch.load(ckpt, weights_only=True)
@@ -65,7 +65,7 @@ def world(tmp_path_factory):
     other.mkdir()
     (other / "manifest.json").write_text(json.dumps({"vocab_size": 5, "fingerprint": "x", "entries": []}))
     cut = root / "cut_bank"
-    shutil.copytree(root / "runs" / "banks" / "ml100k_sasrec", cut)
+    shutil.copytree(root / "runs" / "tiny" / "banks" / "ml100k_sasrec", cut)
     victim = sorted(cut.glob("seed-0/step-*.pt"))[-1]
     victim.write_bytes(victim.read_bytes()[:500])
     return root
@@ -74,7 +74,7 @@ def world(tmp_path_factory):
 def distil(world: Path, *args: str) -> list[str]:
     return ["fit", "--config", str(DISTIL), "--config", str(TINY), f"--data.init_args.data_dir={world}/ratings",
             *RATINGS, "--data.init_args.titles=null", "--model.init_args.summary.init_args.seq_len=11",
-            f"--model.init_args.teacher={world}/runs/banks/ml100k_sasrec", *args]
+            f"--model.init_args.teacher={world}/runs/tiny/banks/ml100k_sasrec", *args]
 
 
 def pretrain(world: Path, *args: str, data: str = "ratings") -> list[str]:
@@ -88,7 +88,7 @@ def text(world: Path, folder: str, *args: str) -> list[str]:
 
 
 def last_ckpt(world: Path) -> str:
-    return str(next(world.glob("lightning_logs/version_*/checkpoints/last.ckpt")))
+    return str(next(world.glob("**/lightning_logs/version_*/checkpoints/last.ckpt")))
 
 
 # (id, argv builder, what the last line says)

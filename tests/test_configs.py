@@ -53,7 +53,7 @@ def test_config_runs_tiny(config, tmp_path, monkeypatch, data_dir):
     short = [*SHORT_DOWNSTREAM, "--model.init_args.summary.init_args.num_sequences=10"] if pretrain else []
     cli = run("fit", *short, config=ROOT / config)
     assert cli.trainer.global_step > 0
-    ckpt = max(tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    ckpt = max(tmp_path.glob("**/lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     tested = run("test", f"--ckpt_path={ckpt}", *short, config=ROOT / config)
     metrics = tested.trainer.callback_metrics
     assert any(k.startswith(("test/", "downstream/")) for k in metrics), metrics

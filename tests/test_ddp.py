@@ -54,9 +54,9 @@ def runs(tmp_path_factory, data_dir):
     env = {**os.environ, "FARZI_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
     farzi(["fit", "--config", str(ROOT / "configs/ml100k_pretrain.yaml"), "--config", str(TINY)], root, env)
     ddp = distil(root / "ddp", env, "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-                 f"--model.init_args.teacher={root}/runs/banks/ml100k_sasrec")
+                 f"--model.init_args.teacher={root}/runs/tiny/banks/ml100k_sasrec")
     single = distil(root / "single", env, "--model.init_args.meta_batch_size=2",
-                    f"--model.init_args.teacher={root}/runs/banks/ml100k_sasrec")
+                    f"--model.init_args.teacher={root}/runs/tiny/banks/ml100k_sasrec")
     return root, ddp, single
 
 

@@ -22,7 +22,7 @@ PRETRAIN, DISTIL = ROOT / "configs" / "ml100k_pretrain.yaml", ROOT / "configs" /
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, data_dir):
-    """A folder holding a tiny ML-100k trajectory bank (runs/banks/ml100k_sasrec), used as the cwd."""
+    """A folder holding a tiny ML-100k trajectory bank (runs/tiny/banks/ml100k_sasrec), used as the cwd."""
     with working_in(tmp_path_factory.mktemp("distil"), data_dir) as root:
         run("fit", config=PRETRAIN)
     return root
@@ -177,5 +177,5 @@ def test_nonfinite_steps_leave_the_summary_and_too_many_stop_with_a_checkpoint(i
     bad.add("all")
     with pytest.raises(ValueError, match=r"max_nonfinite_steps: 2 outer steps in a row .* saved in .*nonfinite.ckpt"):
         fit("--model.init_args.max_nonfinite_steps=2")
-    saved = sorted(Path(in_workdir).glob("lightning_logs/version_*/checkpoints/nonfinite.ckpt"))[-1]
+    saved = sorted(Path(in_workdir).glob("**/lightning_logs/version_*/checkpoints/nonfinite.ckpt"))[-1]
     assert torch.load(saved, weights_only=True)["global_step"] == 1

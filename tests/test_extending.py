@@ -36,7 +36,7 @@ def test_example_runs_from_its_config(example, tmp_path, monkeypatch, data_dir):
     assert used, "the example's class was not built"
     assert all(torch.isfinite(p).all() for p in cli.model.summary.parameters())
     if "SummarySnapshots" in text:
-        snapshots = sorted(tmp_path.glob("lightning_logs/version_*/checkpoints/snapshots/summary-*.pt"))
+        snapshots = sorted(tmp_path.glob("**/lightning_logs/version_*/checkpoints/snapshots/summary-*.pt"))
         assert [p.name for p in snapshots[-2:]] == ["summary-000001.pt", "summary-000002.pt"]
 
 
@@ -121,9 +121,9 @@ def test_a_distillation_takes_its_learner_from_the_bank(tmp_path, monkeypatch, d
     run("fit", config=bank_maker(distil))
     from_bank = tmp_path / "from_bank.yaml"
     from_bank.write_text("model:\n  init_args:\n    learner:\n      class_path: farzi_lightning.learners.BankLearner\n"
-                         "      init_args:\n        path: runs/banks/ml100k_sasrec\n")
-    cli = run("fit", "--config", str(from_bank), "--trainer.max_steps=1", *SHORT_DOWNSTREAM, config=distil,
-              tiny=False)
-    bank = __import__("json").loads((tmp_path / "runs/banks/ml100k_sasrec/manifest.json").read_text())
+                         "      init_args:\n        path: runs/tiny/banks/ml100k_sasrec\n")
+    cli = run("fit", "--config", str(from_bank), "--trainer.max_steps=1", *SHORT_DOWNSTREAM,
+              "--model.init_args.teacher=runs/tiny/banks/ml100k_sasrec", config=distil, tiny=False)
+    bank = __import__("json").loads((tmp_path / "runs/tiny/banks/ml100k_sasrec/manifest.json").read_text())
     assert cli.model.learner.config() == bank["learner"]  # the tiny pretrain's SASRec, width 16
     assert type(cli.model.learner).__name__ == "SASRec" and cli.model.learner.config()["init_args"]["d_model"] == 16

@@ -41,12 +41,13 @@ def small_fit(tmp_path_factory):
                   "--trainer.enable_model_summary=true", config=DISTIL)
     finally:
         patch.undo()
+    cli.log_dir_abs = str(root / cli.trainer.log_dir)  # the run folder is relative to the cwd it ran in
     return cli
 
 
 def test_tensorboard_holds_text_images_and_histograms(small_fit):
     cli = small_fit
-    events = EventAccumulator(cli.trainer.log_dir, size_guidance={"tensors": 0, "images": 0, "histograms": 0})
+    events = EventAccumulator(cli.log_dir_abs, size_guidance={"tensors": 0, "images": 0, "histograms": 0})
     events.Reload()
     tags = events.Tags()
     assert {"summary/sequences/text_summary", "summary/top_k/text_summary"} <= set(tags["tensors"])

@@ -23,7 +23,7 @@ def bank(tmp_path_factory, data_dir):
     with working_in(tmp_path_factory.mktemp("bank"), data_dir) as root:
         clis = [run("fit", f"--seed_everything={seed}", "--trainer.max_steps=8", "--trainer.limit_train_batches=8",
                     config=ROOT / "configs" / "ml100k_pretrain.yaml") for seed in (0, 1)]
-    return root / "runs" / "banks" / "ml100k_sasrec", clis[0]
+    return root / "runs" / "tiny" / "banks" / "ml100k_sasrec", clis[0]
 
 
 def test_manifest_records_runs_steps_metrics_and_data(bank):
@@ -92,7 +92,7 @@ class Crash(Callback):
 def test_an_interrupted_run_never_damages_the_bank(tmp_path, data_dir):
     with working_in(tmp_path, data_dir):
         run("fit", "--trainer.max_steps=8", "--trainer.limit_train_batches=8", config=PRETRAIN)
-        bank = tmp_path / "runs" / "banks" / "ml100k_sasrec"
+        bank = tmp_path / "runs" / "tiny" / "banks" / "ml100k_sasrec"
         before = (bank / "manifest.json").read_text()
         files = sorted(p.name for p in (bank / "seed-0").iterdir())
         cli = build(["--config", str(PRETRAIN), "--config", str(TINY), "--trainer.max_steps=8",
