@@ -110,7 +110,12 @@ class FarziCLI(LightningCLI):
         from .module import FarziLightningModule
 
         if not issubclass(getattr(importlib.import_module(module), name, object), FarziLightningModule):
+            if self.subcommand == "predict":
+                raise ValueError("farzi predict decodes a distilled summary: give it a distillation config and "
+                                 "checkpoint (for a pretrain config, farzi test reports its metrics)")
             return  # pretraining (LearnerModule) may use any strategy Lightning offers
+        if self.subcommand == "validate" and not config.trainer.get("limit_val_batches"):
+            config.trainer.limit_val_batches = 1  # the distillation configs set 0 (no validation during fit)
         if config.get("tiny"):
             self._shrink(config)
         try:

@@ -213,6 +213,9 @@ class Downstream(RecordsInit):
                 slots.append(((lname, name), cache))
                 if cache not in self._cache:
                     jobs += [((lname, name), cache, name, lname, seed) for seed in range(self.seeds)]
+        if progress is not None and jobs:
+            progress(f"Downstream evaluation on the {split} split: {len(jobs)} jobs (fresh learners and references)"
+                     + (f", {len(jobs[rank::world_size])} on this process" if world_size > 1 else ""))
         # ---- this process's share, packed into rows a sum over processes gathers ----
         metrics = ["ppl"] if text else [f"hr@{self.k}", f"ndcg@{self.k}"]
         checks = [s for s in range(1, recipe["steps"] + 1) if s % self.eval_every == 0 or s == recipe["steps"]]
@@ -282,6 +285,7 @@ class Downstream(RecordsInit):
         """Train with validation every ``eval_every`` steps; score ``final`` at the best validation point."""
         key = "ppl" if text else f"ndcg@{self.k}"
         sign = -1.0 if text else 1.0
+        rows = rows.to(next(learner.parameters()).dtype)  # a float64 summary trains float32 learners too
         schedule = inner_schedule(len(rows), recipe["batch_size"] or len(rows), recipe["steps"],
                                   seeds.downstream(seed))
         optimizer = self.make_optimizer(recipe, learner.parameters(), self._inner)

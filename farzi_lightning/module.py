@@ -1,6 +1,6 @@
 """``FarziLightningModule``: distil a data set into a summary by exact meta-gradients (manual optimisation).
 
-    farzi fit --config configs/ml100k.yaml        # distil; watch it with `tensorboard --logdir lightning_logs`
+    farzi fit --config configs/ml100k.yaml        # distil; watch it with `tensorboard --logdir runs`
     farzi test --config configs/ml100k.yaml --ckpt_path <ckpt>   # fresh learners trained on the summary
 
 One outer step: draw θ0 from the start point, train the learner for T inner steps on the summary with the
@@ -14,13 +14,16 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from . import bilevel, seeds
 from .checkpoints import VerifiedLoad, save_config
@@ -29,6 +32,7 @@ from .data.windows import check_int
 from .distributed import check_precision, check_strategy
 from .downstream import Downstream, log_dict, table
 from .export import export_dir, export_summary
+from .files import atomic_write
 from .inner import InnerOptimizer, MetaGradient
 from .learners import Learner
 from .starts import RandomStart, StartPoint
@@ -333,7 +337,38 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
                       batch_size=batch_size)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        """Nothing: a summary's quality is what fresh learners reach on it, measured by ``farzi test``."""
+        """Nothing per batch: a summary's quality is what fresh learners reach on it (below)."""
+
+    def on_validation_start(self) -> None:
+        """``farzi validate``: the downstream evaluation on the validation split (during fit the
+        ``DownstreamEvaluation`` callback does this)."""
+        if self.trainer.state.fn == TrainerFn.VALIDATING:
+            self.results = self.evaluate_downstream("valid")
+            rank_zero_info("Downstream evaluation on the validation split:\n" + table(self.results))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.state.fn == TrainerFn.VALIDATING and self.results:
+            self.log_dict(log_dict(self.results))
+
+    # ---- farzi predict: the summary decoded ----
+
+    def predict_dataloader(self) -> DataLoader:
+        """The summary's row indices (a data module defines no predict split: the summary is the prediction)."""
+        return DataLoader(torch.arange(self.summary.num_sequences), batch_size=64)
+
+    def predict_step(self, batch: Tensor, batch_idx: int) -> list[str]:
+        """The rows at ``batch`` decoded (argmax tokens, as ``summary.txt``), in the data's own names."""
+        ids = self.summary.decode()[batch.to(self.device)]
+        data = self.trainer.datamodule
+        return [data.decode(row) if hasattr(data, "decode") else " ".join(map(str, row.tolist())) for row in ids]
+
+    def on_predict_epoch_end(self) -> None:
+        rows = [row for batch in self.trainer.predict_loop.predictions for row in batch]
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        if self.trainer.is_global_zero:
+            atomic_write(root / "predictions.txt", lambda f: f.write(("\n".join(rows) + "\n").encode()))
+            rank_zero_info(f"{len(rows)} summary rows decoded into {root / 'predictions.txt'}; the first:\n"
+                           + "\n".join(rows[:5]))
 
     # ---- downstream evaluation (farzi test) ----
 

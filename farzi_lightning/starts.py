@@ -42,6 +42,14 @@ class StartPoint(RecordsInit, ABC):
         return None
 
 
+def like_learner(module: FarziLightningModule, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` on the module's device and in its learner's dtypes (a float64 run, ``64-true``, reads float32
+    bank checkpoints and fresh initialisations in float64)."""
+    ref = module.learner.state_dict()
+    return {k: v.detach().to(device=module.device, dtype=ref[k].dtype if k in ref else v.dtype)
+            for k, v in state.items()}
+
+
 class TrajectoryStart(StartPoint):
     """A checkpoint drawn uniformly from a trajectory bank, restricted to a window of its run.
 
@@ -69,7 +77,7 @@ class TrajectoryStart(StartPoint):
             raise type(err)(f"model.init_args.start (TrajectoryStart path={self.path}): {err}") from err
 
     def sample(self, module: FarziLightningModule, generator: torch.Generator) -> dict[str, Tensor]:
-        return self.bank.sample(generator, map_location=module.device)
+        return like_learner(module, self.bank.sample(generator, map_location=module.device))
 
     def teacher(self, map_location: str | torch.device = "cpu") -> nn.Module | None:
         return TrajectoryBank(self.path).model(map_location=map_location)
@@ -83,7 +91,7 @@ class RandomStart(StartPoint):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             fresh = build_learner(module.learner.config())
-        return {k: v.detach().to(module.device) for k, v in fresh.state_dict().items()}
+        return like_learner(module, fresh.state_dict())
 
 
 class SummaryWarmStart(StartPoint):

@@ -336,3 +336,7 @@ class InteractionDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self._eval_dataset("test"), batch_size=self.batch_size, num_workers=self.num_workers)
+
+    def predict_dataloader(self) -> DataLoader:
+        """What the model predicts over, which the model knows (a distillation: its summary's rows)."""
+        return self.trainer.lightning_module.predict_dataloader()

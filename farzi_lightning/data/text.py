@@ -251,3 +251,7 @@ class TextDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """What the model predicts over, which the model knows (a distillation: its summary's rows)."""
+        return self.trainer.lightning_module.predict_dataloader()
