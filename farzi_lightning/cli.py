@@ -114,6 +114,9 @@ class FarziCLI(LightningCLI):
                 raise ValueError("farzi predict decodes a distilled summary: give it a distillation config and "
                                  "checkpoint (for a pretrain config, farzi test reports its metrics)")
             return  # pretraining (LearnerModule) may use any strategy Lightning offers
+        steps = config.trainer.get("max_steps")
+        if config.trainer.get("max_epochs") is None and isinstance(steps, int) and steps > 0:
+            config.trainer.max_epochs = steps  # never the limit (a step per epoch at least); the bar no longer reads -2
         if self.subcommand == "validate" and not config.trainer.get("limit_val_batches"):
             config.trainer.limit_val_batches = 1  # the distillation configs set 0 (no validation during fit)
         if config.get("tiny"):
