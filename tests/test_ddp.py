@@ -94,6 +94,25 @@ def test_files_and_downstream_metrics_equal_a_single_process_run(runs):
     assert not list(ddp.parent.glob("version_1"))  # one run directory: rank 1 wrote no logs of its own
 
 
+def test_farzi_test_on_two_processes_equals_one(runs, data_dir):
+    """farzi test shares its jobs out too: two processes report what one does, and neither waits for ever."""
+    root, (ddp, _), _ = runs
+    env = {**os.environ, "FARZI_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
+    common = ["test", "--config", str(DISTIL), "--config", str(TINY), *SHORT_DOWNSTREAM,
+              "--model.init_args.downstream.init_args.seeds=2", "--model.init_args.summary.init_args.num_sequences=10",
+              f"--model.init_args.teacher={root}/runs/tiny/banks/ml100k_sasrec",
+              f"--ckpt_path={ddp / 'checkpoints' / 'last.ckpt'}"]
+    results = {}
+    for name, extra in (("test2", ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]),
+                        ("test1", [])):
+        (root / name).mkdir()
+        farzi([*common, f"--trainer.default_root_dir={root / name}", *extra], root / name, env)
+        results[name] = scalars(root / name / "lightning_logs" / "version_0", "downstream/")
+    assert results["test2"].keys() == results["test1"].keys() and len(results["test1"]) >= 8
+    for key, value in results["test1"].items():
+        assert results["test2"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
 @pytest.mark.parametrize("strategy", ["fsdp", "deepspeed", "deepspeed_stage_3",
                                       "lightning.pytorch.strategies.FSDPStrategy"])
 def test_sharding_strategies_are_refused_before_training(strategy, capsys):
