@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 
 from farzi_lightning.downstream import log_dict
 from farzi_lightning.files import atomic_write
 
+from .schedule import EveryNSteps
 
-class DownstreamEvaluation(Callback):
+
+class DownstreamEvaluation(EveryNSteps):
     """Every ``every_n_steps`` outer steps (and at the start and end of fit) trains fresh learners on the summary
     with the module's ``Downstream`` harness and logs ``downstream/<learner>/<candidate>/<metric>`` on the
     validation split. Baselines are computed once. The harness forks every RNG it touches, so the
@@ -25,9 +27,8 @@ class DownstreamEvaluation(Callback):
 
     def __init__(self, every_n_steps: int = 50, candidates: list[str] | None = None,
                  results_file: str | None = None) -> None:
-        if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"DownstreamEvaluation every_n_steps must be an integer >= 1, got {every_n_steps!r}")
-        self.every_n_steps, self.candidates, self.results_file = every_n_steps, candidates, results_file
+        super().__init__(every_n_steps)
+        self.candidates, self.results_file = candidates, results_file
         self.history: list[dict] = []
 
     def state_dict(self) -> dict:
@@ -36,10 +37,10 @@ class DownstreamEvaluation(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict.get("history", []))
 
-    def _evaluate(self, trainer: Trainer, module: LightningModule) -> None:
+    def run(self, trainer: Trainer, module: LightningModule) -> None:
         """On every process (the harness shares the jobs out and gathers the results); rank zero writes."""
         step = trainer.global_step
-        if any(h["step"] == step for h in self.history):  # the end of fit can fall on an every-n step
+        if any(h["step"] == step for h in self.history):  # evaluated before an interruption: resumed here
             return
         results = module.evaluate_downstream("valid", self.candidates)
         metrics = log_dict(results)
@@ -65,16 +66,8 @@ class DownstreamEvaluation(Callback):
                 return name.rpartition("/")[2], value
         return None
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.global_step == 0:
-            self._evaluate(trainer, pl_module)
-
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            self._evaluate(trainer, pl_module)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         last = self.last()
         if last is not None:  # the same on every process: no sync needed
             pl_module.log(f"valid_{last[0]}", last[1], prog_bar=True, logger=False)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._evaluate(trainer, pl_module)

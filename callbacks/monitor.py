@@ -22,9 +22,13 @@ from __future__ import annotations
 import math
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+
+from farzi_lightning.export import decode_rows
+
+from .schedule import EveryNSteps
 
 # Anchors of a perceptually ordered colour map (dark blue → green → yellow), RGB in [0, 1].
 _COLOURS = torch.tensor([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38],
@@ -47,18 +51,11 @@ def token_names(data, vocab_size: int) -> list[str]:
     return list(names) if names is not None else [str(i) for i in range(vocab_size)]
 
 
-def decode_rows(data, ids: Tensor) -> list[str]:
-    """One line per sequence of ``ids`` ``(n, L)``: the data module's ``decode``, else the ids."""
-    if hasattr(data, "decode"):
-        return [data.decode(row) for row in ids]
-    return [" ".join(str(int(i)) for i in row) for row in ids]
-
-
 def _cell(text: str) -> str:
     return "`" + text.replace("`", "'").replace("|", "/") + "`"
 
 
-class SummaryMonitor(Callback):
+class SummaryMonitor(EveryNSteps):
     """Logs the summary's decoded text, top-k alternatives, mass and entropy heatmaps and token-usage
     histograms (see the module docstring), from rank zero.
 
@@ -73,14 +70,13 @@ class SummaryMonitor(Callback):
 
     def __init__(self, every_n_steps: int = 10, rows: int = 8, top_k: int = 5, positions: int = 4,
                  tokens: int = 64, buckets: int = 64) -> None:
-        for key, value in (("every_n_steps", every_n_steps), ("rows", rows), ("top_k", top_k),
-                           ("positions", positions), ("tokens", tokens), ("buckets", buckets)):
+        super().__init__(every_n_steps)
+        for key, value in (("rows", rows), ("top_k", top_k), ("positions", positions), ("tokens", tokens),
+                           ("buckets", buckets)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"SummaryMonitor {key} must be an integer >= 1, got {value!r}")
-        self.every_n_steps, self.rows, self.top_k, self.positions = every_n_steps, rows, top_k, positions
-        self.tokens, self.buckets = tokens, buckets
+        self.rows, self.top_k, self.positions, self.tokens, self.buckets = rows, top_k, positions, tokens, buckets
         self._warned = False
-        self._logged_step: int | None = None
 
     def writer(self, trainer: Trainer):
         """The first TensorBoard-like writer among the trainer's loggers, or None (warned once)."""
@@ -94,26 +90,13 @@ class SummaryMonitor(Callback):
                            f"{[type(x).__name__ for x in trainer.loggers] or None}); it logs nothing")
         return None
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.global_step == 0:
-            self.log_summary(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            self.log_summary(trainer, pl_module)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.log_summary(trainer, pl_module)
-
     @torch.no_grad()
-    def log_summary(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Write everything at the current step (rank zero, with a TensorBoard writer)."""
         step = trainer.global_step
-        if not trainer.is_global_zero or self._logged_step == step:
-            return
-        writer = self.writer(trainer)
+        writer = self.writer(trainer) if trainer.is_global_zero else None
         if writer is None:
             return
-        self._logged_step = step
         summary, data = pl_module.summary, trainer.datamodule
         probs = summary().detach().float().cpu()  # (n, L, V)
         names = token_names(data, summary.vocab_size)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,6 @@ def save_config(module) -> None:
     config (``{"class_path", "init_args"}``), so the checkpoint rebuilds the module from the file alone
     (``load_from_checkpoint``) and TensorBoard's HPARAMS shows every setting that shaped the run. Built in
     Python, parts that record their arguments (``config()``) are stored as such; others are left out."""
-    import inspect
-
     frame = inspect.currentframe().f_back
     module.save_hyperparameters(frame=frame)
     for key, value in list(module.hparams.items()):

@@ -51,7 +51,9 @@ class FarziParser(LightningArgumentParser):
 
 
 class FarziCLI(LightningCLI):
-    """LightningCLI with the data → learner links of this package."""
+    """LightningCLI for this package: the data's vocabulary linked into the learner, ``--tiny``, a verified
+    ``--ckpt_path`` (with ``last``) that never overrides the config, and the checks a distillation needs before
+    Lightning builds the trainer."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.learner.init_args.vocab_size",
@@ -59,6 +61,12 @@ class FarziCLI(LightningCLI):
         parser.add_argument("--tiny", type=bool, default=False,
                             help="Shrink a distillation to a run of seconds (configs/overrides/tiny.yaml sets it): "
                                  + ", ".join(f"{k.rpartition('init_args.')[2]} <= {v}" for k, v in TINY.items()))
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        if config.get("tiny"):
+            _under_tiny(config)  # before --ckpt_path last is looked for: tiny runs keep their own folders
 
     def _shrink(self, config) -> None:
         """``--tiny``: cap the sizes that make a distillation slow (``TINY``), wherever the config has them."""
@@ -74,8 +82,6 @@ class FarziCLI(LightningCLI):
         is what runs (evaluation-time settings included), a checkpoint of another module class is refused, and
         nothing named in a checkpoint is imported."""
         subcommand = self.config.get("subcommand")
-        if subcommand and self.config[subcommand].get("tiny"):
-            _under_tiny(self.config[subcommand])  # before "last" is looked for
         if not subcommand or not self.config[subcommand].get("ckpt_path"):
             return
         config = self.config[subcommand]
@@ -97,11 +103,10 @@ class FarziCLI(LightningCLI):
             raise ValueError(f"--ckpt_path: {path} is a checkpoint of {stored}, but the config's model is {wanted}")
 
     def before_instantiate_classes(self) -> None:
-        """Refuse a strategy or precision that cannot run a distillation before Lightning builds the trainer
-        (Lightning's own checks, e.g. FSDP's need for a GPU, would otherwise answer first and less usefully)."""
+        """For a distillation config: ``--tiny``'s caps, subcommand defaults, and refusing a strategy or precision
+        that cannot run it before Lightning builds the trainer (Lightning's own checks, e.g. FSDP's need for a GPU,
+        would otherwise answer first and less usefully)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("tiny"):
-            _under_tiny(config)  # tiny runs keep their own run folders and banks
         _PARSED["config"] = config.as_dict()  # for naming the key of a component's error (``locate``)
         class_path = str(config.model.get("class_path", "")) if config.get("model") else ""
         module, _, name = class_path.rpartition(".")
@@ -145,6 +150,7 @@ class _NoTips(logging.Filter):
 
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(_NoTips())
+
 
 def _under_tiny(node) -> None:
     """``--tiny``: every relative path under ``runs/`` (run folders, banks, teachers) moves to ``runs/tiny/``, so

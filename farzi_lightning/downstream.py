@@ -117,7 +117,6 @@ class Downstream(RecordsInit):
         self.optimizer, self.lr, self.steps, self.batch_size = optimizer, lr, steps, batch_size
         self.eval_every, self.val_batches, self.k = eval_every, val_batches, k
         self._cache: dict[tuple, Score] = {}
-        self._inner: InnerOptimizer | None = None
 
     # ---- the recipe ----
 
@@ -186,7 +185,6 @@ class Downstream(RecordsInit):
         if world_size > 1 and reduce is None:
             raise ValueError("Downstream.evaluate: world_size > 1 needs reduce (a sum over processes)")
         recipe = self.recipe(inner, inner_batch_size)
-        self._inner = inner
         text = not _is_interactions(data)
         named = self.learner_configs(learner)
         first = next(iter(named))
@@ -224,6 +222,9 @@ class Downstream(RecordsInit):
             packed = torch.zeros(len(jobs), len(metrics) + 1 + len(checks), dtype=torch.float64)
             val = data.val_dataloader()
             final = val if split == "valid" else data.test_dataloader()
+            with torch.no_grad():
+                summary_rows = summary().detach()  # (n, L, V), once: every summary job trains on these
+            real = data.real_sequences() if any(j[2] in LEARNED[1:] for j in jobs) else None
             for i, (_, _, name, lname, seed) in enumerate(jobs):
                 if i % world_size != rank:
                     continue
@@ -232,10 +233,13 @@ class Downstream(RecordsInit):
                         data.train_counts(), getattr(learner, "padding_idx", None)).to(device)
                     values, best_step, curve = self.score(model, final, None), 0, []
                 else:
-                    rows, candidate_feed = self._candidate(name, summary, feed, data, teacher, seed, device)
+                    if name == "summary":
+                        rows, candidate_feed = summary_rows, feed
+                    else:
+                        rows, candidate_feed = self._baseline(name, summary, real, teacher, seed, device)
                     fresh = self._fresh(named[lname], seed, device)
-                    values, best_step, curve = self._train(fresh, rows, candidate_feed, recipe, seed, val, final,
-                                                           split, text)
+                    values, best_step, curve = self._train(fresh, rows, candidate_feed, recipe, inner, seed, val,
+                                                           final, text)
                     if progress is not None:
                         progress(f"{lname}/{name} seed {seed}: " + ", ".join(
                             f"{m} {v:.4g}" for m, v in values.items()) + f" (best step {best_step})")
@@ -264,15 +268,12 @@ class Downstream(RecordsInit):
             results[out] = self._cache[cache]
         return results
 
-    def _candidate(self, name: str, summary: Summary, feed: Feed, data: Any, teacher: nn.Module | None,
-                   seed: int, device) -> tuple[Tensor, Feed]:
-        """The candidate's distributions ``(n, L, V)`` and how they are fed (baselines: real tokens as inputs)."""
-        if name == "summary":
-            with torch.no_grad():
-                return summary().detach(), feed
+    @staticmethod
+    def _baseline(name: str, summary: Summary, real: Tensor, teacher: nn.Module | None, seed: int,
+                  device) -> tuple[Tensor, Feed]:
+        """A same-size baseline's distributions ``(n, L, V)``, fed as real tokens (hard inputs)."""
         baseline = make_baseline(name, summary.vocab_size, summary.num_sequences, summary.seq_len,
-                                 summary.padding_idx, data.real_sequences(), seeds.downstream(seed),
-                                 teacher)
+                                 summary.padding_idx, real, seeds.downstream(seed), teacher)
         return baseline.to(device)().detach(), Feed("hard")
 
     @staticmethod
@@ -280,15 +281,15 @@ class Downstream(RecordsInit):
         torch.manual_seed(seed)
         return build_learner(config).to(device)
 
-    def _train(self, learner: nn.Module, rows: Tensor, feed: Feed, recipe: dict, seed: int, val: DataLoader,
-               final: DataLoader, split: str, text: bool) -> tuple[dict[str, float], int, list]:
+    def _train(self, learner: nn.Module, rows: Tensor, feed: Feed, recipe: dict, inner: InnerOptimizer, seed: int,
+               val: DataLoader, final: DataLoader, text: bool) -> tuple[dict[str, float], int, list]:
         """Train with validation every ``eval_every`` steps; score ``final`` at the best validation point."""
         key = "ppl" if text else f"ndcg@{self.k}"
         sign = -1.0 if text else 1.0
         rows = rows.to(next(learner.parameters()).dtype)  # a float64 summary trains float32 learners too
         schedule = inner_schedule(len(rows), recipe["batch_size"] or len(rows), recipe["steps"],
                                   seeds.downstream(seed))
-        optimizer = self.make_optimizer(recipe, learner.parameters(), self._inner)
+        optimizer = self.make_optimizer(recipe, learner.parameters(), inner)
         best: tuple[float, int, dict[str, Tensor]] = (-math.inf, 0, {})
         curve: list[tuple[int, float]] = []
         learner.eval()  # as in the inner loop: no dropout (its forward and reverse passes must agree)

@@ -23,6 +23,14 @@ def export_dir(trainer: Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
+def decode_rows(data: Any, ids: torch.Tensor) -> list[str]:
+    """One line per sequence of ``ids`` ``(n, L)`` in the data's own names (``decode``: words, item titles), else
+    the ids (``farzi predict``, ``SummaryMonitor``)."""
+    if hasattr(data, "decode"):
+        return [data.decode(row) for row in ids]
+    return [" ".join(str(int(i)) for i in row) for row in ids]
+
+
 def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None = None,
                     learner: nn.Module | None = None, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``summary.pt`` holds (plain types and tensors: loads with ``weights_only=True``):

@@ -31,7 +31,7 @@ from .contracts import DATA, check_lengths, require
 from .data.windows import check_int
 from .distributed import check_precision, check_strategy
 from .downstream import Downstream, log_dict, table
-from .export import export_dir, export_summary
+from .export import decode_rows, export_dir, export_summary
 from .files import atomic_write
 from .inner import InnerOptimizer, MetaGradient
 from .learners import Learner
@@ -289,14 +289,13 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
             p.grad = strategy.reduce(g / draws, reduce_op="mean")
         stats = strategy.reduce((stats / draws).to(self.device), reduce_op="mean").cpu()
         grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in hyper]))
-        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(stats[0]))  # the same on every process
-        if not finite:
-            self._skip_step(stepped)
-        elif self.hparams.gradient_clip_val is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
-                                gradient_clip_algorithm="norm")
-        if finite:
+        if bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(stats[0])):  # the same on every process
             self.nonfinite_streak = 0
+            if self.hparams.gradient_clip_val is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
+                                    gradient_clip_algorithm="norm")
+        else:
+            self._skip_step(stepped)
         optimizer.step()  # with every .grad None (a skipped step) the optimiser leaves the summary as it is
         scheduler = self.lr_schedulers()
         if scheduler is not None:
@@ -356,11 +355,12 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
         """The summary's row indices (a data module defines no predict split: the summary is the prediction)."""
         return DataLoader(torch.arange(self.summary.num_sequences), batch_size=64)
 
+    def on_predict_start(self) -> None:
+        self._decoded = self.summary.decode()  # (n, L) argmax ids, as summary.txt: once, not per batch
+
     def predict_step(self, batch: Tensor, batch_idx: int) -> list[str]:
-        """The rows at ``batch`` decoded (argmax tokens, as ``summary.txt``), in the data's own names."""
-        ids = self.summary.decode()[batch.to(self.device)]
-        data = self.trainer.datamodule
-        return [data.decode(row) if hasattr(data, "decode") else " ".join(map(str, row.tolist())) for row in ids]
+        """The rows at ``batch`` decoded in the data's own names."""
+        return decode_rows(self.trainer.datamodule, self._decoded[batch.to(self._decoded.device)])
 
     def on_predict_epoch_end(self) -> None:
         rows = [row for batch in self.trainer.predict_loop.predictions for row in batch]

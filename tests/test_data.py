@@ -122,10 +122,11 @@ def test_missing_data_names_path_and_variable(tmp_path, monkeypatch):
 def test_file_work_happens_in_prepare_data_and_setup(tmp_path, monkeypatch):
     write(tmp_path, HAND_MADE, "u.data")
     calls = []
+    import farzi_lightning.data.base as base
     import farzi_lightning.data.interactions as module
 
-    real_resolve, real_read = module.resolve, module.read_interactions
-    monkeypatch.setattr(module, "resolve",
+    real_resolve, real_read = base.resolve, module.read_interactions
+    monkeypatch.setattr(base, "resolve",
                         lambda *a, **k: calls.append(("resolve", k["download"])) or real_resolve(*a, **k))
     monkeypatch.setattr(module, "read_interactions", lambda *a, **k: calls.append("parse") or real_read(*a, **k))
     dm = InteractionDataModule(data_dir=str(tmp_path), seq_len=4, download=True, verify=False)

@@ -38,7 +38,7 @@ def test_the_readme_quickstart_runs_as_written(tmp_path, data_dir, monkeypatch, 
         if command.startswith("export FARZI_DATA_DIR="):
             monkeypatch.setenv("FARZI_DATA_DIR", str(data_dir))
         elif command.startswith("farzi "):
-            argv = shlex.split(command)[1:] + ["--config", "configs/overrides/tiny.yaml", *SHORT_DOWNSTREAM[:0]]
+            argv = shlex.split(command)[1:] + ["--config", "configs/overrides/tiny.yaml"]
             main(argv)  # raises SystemExit on any error
     assert "downstream/sasrec/summary/hr@10" in capsys.readouterr().out  # farzi test printed its metrics
     predictions = list(clone.glob("runs/tiny/ml100k/lightning_logs/version_*/predictions.txt"))

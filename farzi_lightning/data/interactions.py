@@ -11,20 +11,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from .locate import resolve
+from .base import FilesDataModule
 from .windows import (
     IGNORE_INDEX,
     EpochSampler,
     check_int,
     fingerprint,
     left_pad,
-    local_rank_zero,
     natural_key,
     read_lines,
 )
@@ -175,7 +173,7 @@ class ItemTitles:
         return titles
 
 
-class InteractionDataModule(pl.LightningDataModule):
+class InteractionDataModule(FilesDataModule):
     """Sequential recommendation on an interaction log, leave-last-out, full-ranking evaluation.
 
     Training batches are ``(history, next items)``: each user's training sequence (last ``seq_len + 1``
@@ -183,8 +181,7 @@ class InteractionDataModule(pl.LightningDataModule):
     test batches are ``(history, target, seen)``: the last ``seq_len`` items before the held-out one, the
     held-out item, and a ``(B, num_items + 1)`` mask of items the user has already interacted with.
 
-    The constructor touches no file: ``prepare_data`` (once per node) finds, downloads and verifies the file,
-    ``setup`` parses it. Reading ``vocab_size`` (as the CLI does to size the learner) parses it early.
+    File work happens in ``prepare_data`` and ``setup`` (``FilesDataModule``), never in the constructor.
 
     Example: ``farzi fit --config configs/ml100k_pretrain.yaml``.
 
@@ -228,27 +225,18 @@ class InteractionDataModule(pl.LightningDataModule):
             raise ValueError("data.init_args.delimiter must not be empty (\\t for TSV, , for CSV)")
         self.seq_len, self.batch_size, self.num_workers = seq_len, batch_size, num_workers
         self.titles = titles
-        self._root: Path | None = None
         self._split: Split | None = None
         self._names: list[str] | None = None
 
-    # ---- file work: prepare_data (find / download / verify), setup (parse) ----
+    # ---- file work (FilesDataModule): prepare_data finds / downloads / verifies, setup parses ----
 
-    def prepare_data(self) -> None:
-        """Find the file, download it when absent, verify known md5 sums (Lightning: once per node)."""
-        if self._root is None:
-            h = self.hparams
-            self._root = resolve(h.name, h.data_dir, [h.file], download=h.download, check=h.verify)
+    def required_files(self) -> list[str]:
+        return [self.hparams.file]
 
-    def setup(self, stage: str | None = None) -> None:
-        """Parse the file and split it (once per process)."""
-        if self._split is not None:
-            return
+    def parse(self, root: Path) -> None:
+        """Read the interaction file, de-duplicate, split leave-last-out (and read the titles)."""
         h = self.hparams
-        if self._root is None:  # read before prepare_data ran in this process: only local rank 0 downloads
-            self._root = resolve(h.name, h.data_dir, [h.file], download=h.download and local_rank_zero(),
-                                 check=h.verify and local_rank_zero())
-        path = self._root / h.file
+        path = root / h.file
         rows = read_interactions(path, delimiter=h.delimiter, header=h.header, user_col=h.user_col,
                                  item_col=h.item_col, timestamp_col=h.timestamp_col, encoding=h.encoding)
         split = leave_last_out(rows, h.min_interactions, path, dedup=h.dedup)
@@ -263,19 +251,13 @@ class InteractionDataModule(pl.LightningDataModule):
         self._fingerprint = fingerprint(flat, split.num_items + 1)
         self._split = split
         if self.titles is not None:
-            titles = self.titles.read(self._root)
+            titles = self.titles.read(root)
             self._names = ["<pad>", *(titles.get(i, i) for i in self._split.item_ids)]
 
     @property
     def split(self) -> Split:
         self.setup()
         return self._split
-
-    @property
-    def fingerprint(self) -> str:
-        """A digest of the split data and the vocabulary size (a bank made on other data is refused)."""
-        self.setup()
-        return self._fingerprint
 
     @property
     def vocab_size(self) -> int:
@@ -336,7 +318,3 @@ class InteractionDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self._eval_dataset("test"), batch_size=self.batch_size, num_workers=self.num_workers)
-
-    def predict_dataloader(self) -> DataLoader:
-        """What the model predicts over, which the model knows (a distillation: its summary's rows)."""
-        return self.trainer.lightning_module.predict_dataloader()

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .locate import resolve
-from .windows import IGNORE_INDEX, EpochSampler, check_int, fingerprint, local_rank_zero, read_lines
+from .base import FilesDataModule
+from .windows import IGNORE_INDEX, EpochSampler, check_int, fingerprint, read_lines
 
 EOS, UNK = "<eos>", "<unk>"
 SPLITS = ("train", "valid", "test")
@@ -123,11 +122,10 @@ class StreamWindows(Dataset):
         return x, y
 
 
-class TextDataModule(pl.LightningDataModule):
+class TextDataModule(FilesDataModule):
     """Word-level language modelling on a folder of ``train/valid/test`` text files (PTB recognised by name).
 
-    The constructor touches no file: ``prepare_data`` (once per node) finds, downloads and verifies the files,
-    ``setup`` reads them. Reading ``vocab_size`` (as the CLI does to size the learner) reads them early.
+    File work happens in ``prepare_data`` and ``setup`` (``FilesDataModule``), never in the constructor.
 
     Example: ``farzi fit --config configs/ptb_pretrain.yaml``.
 
@@ -157,37 +155,25 @@ class TextDataModule(pl.LightningDataModule):
             check_int("data.init_args.max_vocab", max_vocab, 3)  # <eos>, <unk> and at least one word
         self.data_dir, self.name, self.seq_len, self.batch_size = data_dir, name, seq_len, batch_size
         self.num_workers = num_workers
-        self._root: Path | None = None
         self._vocab: Vocabulary | None = None
 
-    # ---- file work: prepare_data (find / download / verify), setup (parse) ----
+    # ---- file work (FilesDataModule): prepare_data finds / downloads / verifies, setup parses ----
 
-    def _required(self) -> list[str]:
+    def required_files(self) -> list[str]:
         if self.hparams.files is not None:
             return []  # named files are checked by split_files, with their key
         return [f"ptb.{s}.txt" for s in SPLITS] if self.name == "ptb" else []
 
-    def prepare_data(self) -> None:
-        """Find the split files, download them when absent, verify known md5 sums (Lightning: once per node)."""
-        if self._root is None:
-            h = self.hparams
-            self._root = resolve(self.name, self.data_dir, self._required(), download=h.download, check=h.verify)
-
-    def setup(self, stage: str | None = None) -> None:
-        """Read the splits, build the vocabulary, encode (once per process)."""
-        if self._vocab is not None:
-            return
+    def parse(self, root: Path) -> None:
+        """Read the splits, build the vocabulary, encode."""
         h = self.hparams
-        if self._root is None:  # read before prepare_data ran in this process: only local rank 0 downloads
-            self._root = resolve(self.name, self.data_dir, self._required(), download=h.download and local_rank_zero(),
-                                 check=h.verify and local_rank_zero())
-        files = split_files(self._root, h.files)
+        files = split_files(root, h.files)
         lines = {s: read_words(p, h.encoding) for s, p in files.items()}
         vocab = Vocabulary(lines["train"], h.max_vocab, held_out=lines["valid"] + lines["test"])
         self._streams = {s: vocab.encode(lines[s], files[s]) for s in SPLITS}
         unk = vocab.stoi.get(UNK)
         counts = {s: int((self._streams[s] == unk).sum()) if unk is not None else 0 for s in SPLITS}
-        rank_zero_info(f"{self._root}: vocabulary of {len(vocab):,} from {files['train'].name}; <unk> tokens: "
+        rank_zero_info(f"{root}: vocabulary of {len(vocab):,} from {files['train'].name}; <unk> tokens: "
                        + ", ".join(f"{s} {counts[s]:,} of {len(self._streams[s]):,}" for s in SPLITS))
         self._fingerprint = fingerprint(self._streams["train"], len(vocab))
         self._vocab = vocab
@@ -202,12 +188,6 @@ class TextDataModule(pl.LightningDataModule):
         """``{split: (tokens,) ids}``."""
         self.setup()
         return self._streams
-
-    @property
-    def fingerprint(self) -> str:
-        """A digest of the training stream and the vocabulary size (a bank made on other data is refused)."""
-        self.setup()
-        return self._fingerprint
 
     @property
     def vocab_size(self) -> int:
@@ -251,7 +231,3 @@ class TextDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """What the model predicts over, which the model knows (a distillation: its summary's rows)."""
-        return self.trainer.lightning_module.predict_dataloader()
