@@ -4,7 +4,9 @@ from .downstream import Downstream
 from .export import load_summary
 from .learner import LearnerModule
 from .module import FarziLightningModule
+from .teacher import Teacher, TeacherModel
 from .trajectories import TrajectoryBank
 
-__all__ = ["Downstream", "FarziLightningModule", "LearnerModule", "TrajectoryBank", "load_summary"]
+__all__ = ["Downstream", "FarziLightningModule", "LearnerModule", "Teacher", "TeacherModel", "TrajectoryBank",
+           "load_summary"]
 __version__ = "0.1.0"

@@ -33,7 +33,8 @@ def inner_loss(learner: nn.Module, summary: Summary, schedule: Tensor, feed: Fee
     feed = feed or Feed()
 
     def loss(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
-        inputs, targets = feed(summary.functional(hyper, schedule[step]))  # (B, L-1, V) each
+        rows = schedule[step]
+        inputs, targets = feed(summary.functional(hyper, rows), summary.input_ids(rows))  # (B, L-1, V) each
         logits = functional_call(learner, params, (inputs,))  # (B, L-1, V)
         return next_token_loss(logits, targets)
 
@@ -51,14 +52,17 @@ def make_optimizer(inner: InnerOptimizer, params) -> torch.optim.Optimizer:
 
 
 def train_steps(learner: nn.Module, rows: Tensor, feed: Feed, optimizer: torch.optim.Optimizer, schedule: Tensor,
-                after: Callable[[int], None] | None = None) -> nn.Module:
+                after: Callable[[int], bool | None] | None = None, ids: Tensor | None = None) -> int:
     """Train ``learner`` in place on summary distributions ``rows`` ``(n, L, V)``, one optimiser step per row of
-    ``schedule`` ``(steps, B)``; ``after(step)`` is called after each (1-based) step. Returns the learner."""
+    ``schedule`` ``(steps, B)``; ``ids`` ``(n, L)``: input tokens held apart from the distributions (the
+    summary's ``input_ids()``; None: the feed derives inputs from ``rows``). ``after(step)`` is called after
+    each (1-based) step; when it returns True, training stops there. Returns the number of steps taken."""
+    step = 0
     for step, batch in enumerate(schedule, 1):
         optimizer.zero_grad(set_to_none=True)
-        inputs, targets = feed(rows[batch])
+        inputs, targets = feed(rows[batch], None if ids is None else ids[batch])
         next_token_loss(learner(inputs), targets).backward()
         optimizer.step()
-        if after is not None:
-            after(step)
-    return learner
+        if after is not None and after(step):
+            break
+    return step

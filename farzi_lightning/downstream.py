@@ -11,15 +11,24 @@ Candidates (by name):
   floors ``popularity`` (items by training frequency; seen items excluded like every scorer) and
   ``unigram`` (words by training frequency).
 
-Protocol: for every (learner, candidate, seed) a fresh learner (``torch.manual_seed(seed)``) trains for
-``steps`` optimiser steps on the candidate; every ``eval_every`` steps (and at the last) it is scored on the
-validation split, and the split asked for is scored at the best validation point (early stopping: training
-on ~1,000 events overfits within tens of steps). Results are mean ± std over seeds.
+Protocol: for every (learner, candidate, seed) a fresh learner (``torch.manual_seed(seed)``) trains on the
+candidate; every ``eval_every`` steps it is scored on the validation split, and it stops once ``patience``
+checks in a row have not improved on its best (or at the cap of ``steps``; the result says which). The split
+asked for is scored at the best validation point. Weak candidates overfit within tens of steps, strong ones
+can still improve after hundreds: patience trains each until it stops improving. Results are mean ± std over
+seeds.
+
+Pairing: seed s of every candidate starts from the same fresh initialisation and draws its batches from the
+same stream (``seeds.downstream(s)``), and the ``random`` and ``teacher`` baselines draw their rows from that
+stream too, so per-seed differences are paired (``paired``); the summary itself starts from seed 0's draw
+(``seeds.summary_init`` equals ``seeds.downstream(0)``), so its seed-0 row is also where it began. A claimed
+difference is one whose 95% interval excludes 0.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import statistics
 from collections.abc import Callable
@@ -35,7 +44,8 @@ from .bilevel import inner_schedule, train_steps
 from .inner import InnerOptimizer
 from .learners import build_learner
 from .learners.base import RecordsInit
-from .metrics import Evaluator
+from .metrics import Evaluator, NonFiniteScores
+from .stats import paired
 from .summaries import Feed, Summary, make_baseline
 
 LEARNED = ("summary", "random", "head", "teacher")
@@ -64,6 +74,8 @@ class Score:
     values: dict[str, list[float]] = field(default_factory=dict)
     best_steps: list[int] = field(default_factory=list)
     curves: list[list[tuple[int, float]]] = field(default_factory=list)
+    capped: list[bool] = field(default_factory=list)
+    """Per seed: training ran to the cap of ``steps`` without patience stopping it (it may still improve)."""
 
     def mean(self, metric: str) -> float:
         return statistics.fmean(self.values[metric])
@@ -74,7 +86,8 @@ class Score:
 
     def as_dict(self) -> dict[str, Any]:
         return {"values": self.values, "mean": {m: self.mean(m) for m in self.values},
-                "std": {m: self.std(m) for m in self.values}, "best_steps": self.best_steps, "curves": self.curves}
+                "std": {m: self.std(m) for m in self.values}, "best_steps": self.best_steps, "curves": self.curves,
+                "capped": self.capped}
 
 
 class Downstream(RecordsInit):
@@ -88,17 +101,21 @@ class Downstream(RecordsInit):
         seeds: fresh initialisations per (learner, candidate).
         optimizer: ``inner`` (the ``torch.optim`` twin of the inner optimiser), ``adam`` or ``sgd``.
         lr: downstream learning rate (None: the inner loop's).
-        steps: downstream optimiser steps (None: the inner loop's T).
+        steps: the cap on downstream optimiser steps (None: the inner loop's T).
         batch_size: summary sequences per step (None: the inner loop's).
         eval_every: validate every this many steps (and at the last step); the best point is kept.
+        patience: stop after this many validation checks in a row without improvement (None: train to the cap).
         val_batches: validation batches per check (None: the whole split); the final split is always whole.
         k: cut-off of HR@k / nDCG@k.
+        teacher_targets: the ``teacher`` candidate's targets: ``teacher`` (the teacher's own distributions, the
+            learner reading the real rows) or ``lifted`` (one distribution per position, the real token on top).
     """
 
     def __init__(self, candidates: list[str] | None = None, learners: list[dict] | None = None, seeds: int = 3,
                  optimizer: Literal["inner", "adam", "sgd"] = "inner", lr: float | None = None,
                  steps: int | None = None, batch_size: int | None = None, eval_every: int = 25,
-                 val_batches: int | None = None, k: int = 10) -> None:
+                 val_batches: int | None = None, k: int = 10, patience: int | None = 5,
+                 teacher_targets: Literal["teacher", "lifted"] = "teacher") -> None:
         candidates = list(candidates) if candidates is not None else ["summary", "random", "head"]
         for name in candidates:
             if name not in CANDIDATES:
@@ -106,7 +123,8 @@ class Downstream(RecordsInit):
         for key, value in (("seeds", seeds), ("eval_every", eval_every), ("k", k)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"downstream {key} must be an integer >= 1, got {value!r}")
-        for key, value in (("steps", steps), ("batch_size", batch_size), ("val_batches", val_batches)):
+        for key, value in (("steps", steps), ("batch_size", batch_size), ("val_batches", val_batches),
+                           ("patience", patience)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"downstream {key} must be None or an integer >= 1, got {value!r}")
         if lr is not None and not lr > 0:
@@ -115,7 +133,10 @@ class Downstream(RecordsInit):
             raise ValueError(f"downstream optimizer must be inner, adam or sgd, got {optimizer!r}")
         self.candidates, self.learners, self.seeds = candidates, list(learners or []), seeds
         self.optimizer, self.lr, self.steps, self.batch_size = optimizer, lr, steps, batch_size
-        self.eval_every, self.val_batches, self.k = eval_every, val_batches, k
+        if teacher_targets not in ("teacher", "lifted"):
+            raise ValueError(f"downstream teacher_targets must be teacher or lifted, got {teacher_targets!r}")
+        self.eval_every, self.val_batches, self.k, self.patience = eval_every, val_batches, k, patience
+        self.teacher_targets = teacher_targets
         self._cache: dict[tuple, Score] = {}
 
     # ---- the recipe ----
@@ -130,7 +151,8 @@ class Downstream(RecordsInit):
         return {"optimizer": kind, "lr": self.lr or inner.lr, "steps": self.steps or inner.steps,
                 "batch_size": self.batch_size or inner_batch_size or None, "eval_every": self.eval_every,
                 "seeds": self.seeds, "betas": getattr(inner, "betas", (0.9, 0.999)), "eps": getattr(inner, "eps", 1e-8),
-                "momentum": getattr(inner, "momentum", 0.0), "weight_decay": getattr(inner, "weight_decay", 0.0)}
+                "momentum": getattr(inner, "momentum", 0.0), "weight_decay": getattr(inner, "weight_decay", 0.0),
+                "patience": self.patience}
 
     @staticmethod
     def make_optimizer(recipe: dict[str, Any], params, inner: InnerOptimizer | None = None) -> torch.optim.Optimizer:
@@ -169,13 +191,16 @@ class Downstream(RecordsInit):
 
     def evaluate(self, *, summary: Summary, feed: Feed, learner: nn.Module, inner: InnerOptimizer,
                  inner_batch_size: int, data: Any, split: Literal["valid", "test"],
-                 teacher: nn.Module | None = None, candidates: list[str] | None = None,
+                 teacher: nn.Module | None = None, full: nn.Module | None = None,
+                 candidates: list[str] | None = None,
                  device: torch.device | str = "cpu", progress=None, learners: list[str] | None = None,
                  rank: int = 0, world_size: int = 1,
                  reduce: Callable[[Tensor], Tensor] | None = None) -> dict[tuple[str, str], Score]:
-        """Score every (learner, candidate) on ``split``; baselines and references are computed once per split
-        and cached (they do not change while the summary does). ``learners`` restricts the learners by name
-        (``learner_configs``). Runs outside inference mode and leaves every global random state as it found it.
+        """Score every (learner, candidate) on ``split``; baselines and references are computed once and cached
+        by everything that shapes them (split, learner, size, training recipe, teacher), as they do not change
+        while the summary does. ``teacher`` labels the ``teacher`` candidate; ``full`` is the ``full``
+        reference (None: ``teacher``). ``learners`` restricts the learners by name (``learner_configs``). Runs
+        outside inference mode and leaves every global random state as it found it.
 
         Across processes, every process calls this with its ``rank``, the ``world_size`` and ``reduce`` (a sum
         over processes, e.g. the Lightning strategy's): the (learner, candidate, seed) jobs are dealt out in
@@ -185,7 +210,10 @@ class Downstream(RecordsInit):
         if world_size > 1 and reduce is None:
             raise ValueError("Downstream.evaluate: world_size > 1 needs reduce (a sum over processes)")
         recipe = self.recipe(inner, inner_batch_size)
+        full = full if full is not None else teacher
         text = not _is_interactions(data)
+        shape = json.dumps([recipe, self.val_batches, self.k, self.teacher_targets, summary.num_sequences,
+                            summary.seq_len, _fingerprint(teacher), _fingerprint(full)], sort_keys=True, default=str)
         named = self.learner_configs(learner)
         first = next(iter(named))
         learners = {n: c for n, c in named.items() if learners is None or n in learners}
@@ -194,12 +222,12 @@ class Downstream(RecordsInit):
         jobs: list[tuple[tuple[str, str], tuple, str, str, int | None]] = []
         for name in candidates or self.candidates:
             if name in REFERENCES:
-                if first not in learners or (name == "full" and teacher is None):
+                if first not in learners or (name == "full" and full is None):
                     continue  # references belong to the distillation learner's rows
                 if name != "full" and (name == "popularity") == text:
                     continue  # the floor of the other kind of data
-                out = (teacher.__class__.__name__.lower(), name) if name == "full" else (first, name)
-                cache = (first, name, split)
+                out = (full.__class__.__name__.lower(), name) if name == "full" else (first, name)
+                cache = (first, name, split, shape)
                 slots.append((out, cache))
                 if cache not in self._cache:
                     jobs.append((out, cache, name, first, None))
@@ -207,7 +235,7 @@ class Downstream(RecordsInit):
             if name == "teacher" and teacher is None:
                 continue
             for lname in learners:
-                cache = (lname, name, split) if name != "summary" else None
+                cache = (lname, name, split, shape) if name != "summary" else None
                 slots.append(((lname, name), cache))
                 if cache not in self._cache:
                     jobs += [((lname, name), cache, name, lname, seed) for seed in range(self.seeds)]
@@ -217,38 +245,44 @@ class Downstream(RecordsInit):
         # ---- this process's share, packed into rows a sum over processes gathers ----
         metrics = ["ppl"] if text else [f"hr@{self.k}", f"ndcg@{self.k}"]
         checks = [s for s in range(1, recipe["steps"] + 1) if s % self.eval_every == 0 or s == recipe["steps"]]
+        head = len(metrics) + 2  # metrics, best step, capped; then the validation curve (NaN after a stop)
         with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(
                 devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
-            packed = torch.zeros(len(jobs), len(metrics) + 1 + len(checks), dtype=torch.float64)
+            packed = torch.full((len(jobs), head + len(checks)), math.nan, dtype=torch.float64)
             val = data.val_dataloader()
             final = val if split == "valid" else data.test_dataloader()
             with torch.no_grad():
                 summary_rows = summary().detach()  # (n, L, V), once: every summary job trains on these
+                summary_ids = summary.input_ids()
             real = data.real_sequences() if any(j[2] in LEARNED[1:] for j in jobs) else None
             for i, (_, _, name, lname, seed) in enumerate(jobs):
                 if i % world_size != rank:
                     continue
                 if seed is None:
-                    model = teacher if name == "full" else CountModel(
+                    model = full if name == "full" else CountModel(
                         data.train_counts(), getattr(learner, "padding_idx", None)).to(device)
-                    values, best_step, curve = self.score(model, final, None), 0, []
+                    values = self._checked(lambda m=model: self.score(m, final, None), f"{name} reference")
+                    best_step, capped, curve = 0, False, []
                 else:
                     if name == "summary":
-                        rows, candidate_feed = summary_rows, feed
+                        rows, ids, candidate_feed = summary_rows, summary_ids, feed
                     else:
-                        rows, candidate_feed = self._baseline(name, summary, real, teacher, seed, device)
+                        rows, ids, candidate_feed = self._baseline(name, summary, real, teacher, seed, device)
                     fresh = self._fresh(named[lname], seed, device)
-                    values, best_step, curve = self._train(fresh, rows, candidate_feed, recipe, inner, seed, val,
-                                                           final, text)
+                    values, best_step, curve, capped = self._train(fresh, rows, candidate_feed, recipe, inner, seed,
+                                                                   val, final, text, ids, f"{lname}/{name} seed {seed}")
                     if progress is not None:
+                        cap = f", hit the cap of {recipe['steps']} steps" if capped else ""
                         progress(f"{lname}/{name} seed {seed}: " + ", ".join(
-                            f"{m} {v:.4g}" for m, v in values.items()) + f" (best step {best_step})")
+                            f"{m} {v:.4g}" for m, v in values.items()) + f" (best step {best_step}{cap})")
                 packed[i, : len(metrics)] = torch.tensor([values[m] for m in metrics], dtype=torch.float64)
                 packed[i, len(metrics)] = best_step
-                packed[i, len(metrics) + 1: len(metrics) + 1 + len(curve)] = torch.tensor(
-                    [v for _, v in curve], dtype=torch.float64)
-            if world_size > 1:
-                packed = reduce(packed.to(device)).cpu()
+                packed[i, len(metrics) + 1] = float(capped)
+                packed[i, head: head + len(curve)] = torch.tensor([v for _, v in curve], dtype=torch.float64)
+            if world_size > 1:  # a job's row is NaN on every process but its own: sum the finite parts
+                mine = torch.tensor([i % world_size == rank for i in range(len(jobs))])
+                packed = reduce(torch.where(mine[:, None], packed, 0.0).nan_to_num(nan=_UNSET).to(device)).cpu()
+                packed = packed.masked_fill(packed == _UNSET, math.nan)
         # ---- unpack: every process holds every result ----
         fresh_scores: dict[tuple, Score] = {}
         for i, (out, cache, _, _, seed) in enumerate(jobs):
@@ -257,7 +291,8 @@ class Downstream(RecordsInit):
                 score.values.setdefault(m, []).append(value)
             score.best_steps.append(int(packed[i, len(metrics)]))
             if seed is not None:
-                score.curves.append(list(zip(checks, packed[i, len(metrics) + 1:].tolist())))
+                score.capped.append(bool(packed[i, len(metrics) + 1]))
+                score.curves.append([(c, v) for c, v in zip(checks, packed[i, head:].tolist()) if not math.isnan(v)])
         results: dict[tuple[str, str], Score] = {}
         for out, cache in slots:
             if cache is None:
@@ -268,13 +303,16 @@ class Downstream(RecordsInit):
             results[out] = self._cache[cache]
         return results
 
-    @staticmethod
-    def _baseline(name: str, summary: Summary, real: Tensor, teacher: nn.Module | None, seed: int,
-                  device) -> tuple[Tensor, Feed]:
-        """A same-size baseline's distributions ``(n, L, V)``, fed as real tokens (hard inputs)."""
-        baseline = make_baseline(name, summary.vocab_size, summary.num_sequences, summary.seq_len,
-                                 summary.padding_idx, real, seeds.downstream(seed), teacher)
-        return baseline.to(device)().detach(), Feed("hard")
+    def _baseline(self, name: str, summary: Summary, real: Tensor, teacher: nn.Module | None, seed: int,
+                  device) -> tuple[Tensor, Tensor, Feed]:
+        """A same-size baseline's distributions ``(n, L, V)`` and its real rows ``(n, L)`` (the inputs)."""
+        baseline = self.baseline(name, summary, real, teacher, seed).to(device)
+        return baseline().detach(), baseline.input_ids(), Feed("hard")
+
+    def baseline(self, name: str, summary: Summary, real: Tensor, teacher: nn.Module | None, seed: int) -> Summary:
+        """The same-size baseline ``name`` that downstream seed ``seed`` trains on (rows drawn from its stream)."""
+        return make_baseline(name, summary.vocab_size, summary.num_sequences, summary.seq_len, summary.padding_idx,
+                             real, seeds.downstream(seed), teacher, targets=self.teacher_targets)
 
     @staticmethod
     def _fresh(config: dict, seed: int, device) -> nn.Module:
@@ -282,8 +320,10 @@ class Downstream(RecordsInit):
         return build_learner(config).to(device)
 
     def _train(self, learner: nn.Module, rows: Tensor, feed: Feed, recipe: dict, inner: InnerOptimizer, seed: int,
-               val: DataLoader, final: DataLoader, text: bool) -> tuple[dict[str, float], int, list]:
-        """Train with validation every ``eval_every`` steps; score ``final`` at the best validation point."""
+               val: DataLoader, final: DataLoader, text: bool, ids: Tensor | None = None, label: str = "learner"
+               ) -> tuple[dict[str, float], int, list, bool]:
+        """Train with validation every ``eval_every`` steps until ``patience`` checks bring no improvement (or the
+        cap); score ``final`` at the best validation point. Returns (metrics, best step, curve, capped)."""
         key = "ppl" if text else f"ndcg@{self.k}"
         sign = -1.0 if text else 1.0
         rows = rows.to(next(learner.parameters()).dtype)  # a float64 summary trains float32 learners too
@@ -292,23 +332,32 @@ class Downstream(RecordsInit):
         optimizer = self.make_optimizer(recipe, learner.parameters(), inner)
         best: tuple[float, int, dict[str, Tensor]] = (-math.inf, 0, {})
         curve: list[tuple[int, float]] = []
+        patience = recipe.get("patience", self.patience)
         learner.eval()  # as in the inner loop: no dropout (its forward and reverse passes must agree)
 
-        def check(step: int) -> None:
+        def after(step: int) -> bool:
             nonlocal best
-            value = self.score(learner, val, self.val_batches)[key]
+            if step % self.eval_every != 0 and step != recipe["steps"]:
+                return False
+            value = self._checked(lambda: self.score(learner, val, self.val_batches), f"{label}, step {step}")[key]
             curve.append((step, value))
             if sign * value > best[0]:
                 best = (sign * value, step, {k: v.detach().clone() for k, v in learner.state_dict().items()})
+            stale = sum(1 for s, _ in curve if s > best[1])  # checks since the best one
+            return patience is not None and stale >= patience
 
-        def after(step: int) -> None:
-            if step % self.eval_every == 0 or step == recipe["steps"]:
-                check(step)
-
-        train_steps(learner, rows, feed, optimizer, schedule, after)
+        taken = train_steps(learner, rows, feed, optimizer, schedule, after, ids=ids)
         learner.load_state_dict(best[2])
-        scored = {k: v for k, v in self.score(learner, final, None).items()}
-        return scored, best[1], curve
+        scored = self._checked(lambda: self.score(learner, final, None), f"{label}, step {best[1]}")
+        return scored, best[1], curve, patience is not None and taken == recipe["steps"]
+
+    @staticmethod
+    def _checked(run: Callable[[], dict[str, float]], where: str) -> dict[str, float]:
+        """``run()``, a NaN or infinite score named by ``where`` (learner, candidate, seed, step)."""
+        try:
+            return run()
+        except NonFiniteScores as err:
+            raise NonFiniteScores(f"downstream {where}: {err}") from None
 
     @torch.no_grad()
     def score(self, model: nn.Module, loader: DataLoader, max_batches: int | None) -> dict[str, float]:
@@ -325,8 +374,21 @@ class Downstream(RecordsInit):
         return {name.rpartition("/")[2]: float(v) for name, v in evaluator.compute("x").items()}
 
 
+_UNSET = -1.0e300  # stands for NaN while packed rows are summed over processes
+
+
 def _is_interactions(data: Any) -> bool:
     return hasattr(data, "num_items")
+
+
+def _fingerprint(model: nn.Module | None) -> str | None:
+    """Identifies a teacher or reference by its class and weights (the cache must not serve another's rows)."""
+    if model is None:
+        return None
+    with torch.no_grad():
+        sums = [float(p.double().sum()) + float((p.double() ** 2).sum()) for p in model.state_dict().values()
+                if p.is_floating_point()]
+    return f"{type(model).__name__}:{getattr(model, 'temperature', 1.0)}:{len(sums)}:{sum(sums):.12g}"
 
 
 def log_dict(results: dict[tuple[str, str], Score]) -> dict[str, float]:
@@ -340,12 +402,44 @@ def log_dict(results: dict[tuple[str, str], Score]) -> dict[str, float]:
 
 
 def table(results: dict[tuple[str, str], Score]) -> str:
-    """A Markdown table of the results: one row per (learner, candidate), mean ± std per metric."""
+    """A Markdown table of the results: one row per (learner, candidate), mean ± std per metric, the best step
+    of each seed (``!`` marks a seed that hit the cap of steps while patience had not stopped it)."""
     metrics = sorted({m for s in results.values() for m in s.values})
     lines = ["| learner | candidate | " + " | ".join(metrics) + " | best step |",
              "|---" * (len(metrics) + 3) + "|"]
     for (lname, candidate), score in results.items():
         cells = [f"{score.mean(m):.4f} ± {score.std(m):.4f}" if m in score.values else "" for m in metrics]
-        steps = "/".join(str(s) for s in score.best_steps)
+        capped = score.capped or [False] * len(score.best_steps)
+        steps = "/".join(f"{s}{'!' if c else ''}" for s, c in zip(score.best_steps, capped))
         lines.append(f"| {lname} | {candidate} | " + " | ".join(cells) + f" | {steps} |")
+    if any(any(s.capped) for s in results.values()):
+        lines.append("\n`!`: the seed trained to the cap of steps and may still have been improving.")
+    return "\n".join(lines)
+
+
+def paired_differences(results: dict[tuple[str, str], Score], candidate: str = "summary") -> dict:
+    """``{(learner, other, metric): Interval}``: ``candidate − other`` per seed with its 95% interval, for every
+    other candidate of the same learner (references, which have no seeds, pair with every seed)."""
+    out = {}
+    for (lname, name), score in results.items():
+        if name != candidate:
+            continue
+        for (other_learner, other), base in results.items():
+            if other == candidate or (other_learner != lname and other != "full"):
+                continue
+            for metric, values in score.values.items():
+                if metric in base.values:
+                    out[(lname, other, metric)] = paired(values, base.values[metric])
+    return out
+
+
+def paired_table(results: dict[tuple[str, str], Score], candidate: str = "summary") -> str:
+    """A Markdown table of ``paired_differences``: mean difference and 95% interval (``*``: excludes 0)."""
+    rows = paired_differences(results, candidate)
+    if not rows:
+        return ""
+    lines = [f"| learner | {candidate} − | metric | mean difference [95% interval] |", "|---|---|---|---|"]
+    for (lname, other, metric), iv in rows.items():
+        lines.append(f"| {lname} | {other} | {metric} | {iv} |")
+    lines.append("\nPaired by downstream seed (same initialisation and batch order); `*`: the interval excludes 0.")
     return "\n".join(lines)

@@ -1,5 +1,13 @@
 """Writing a summary for people and other trainers: ``summary.pt`` and ``summary.txt`` next to the checkpoints,
-and ``load_summary`` to rebuild the ``Summary`` from the file alone."""
+and ``load_summary`` to rebuild the ``Summary`` from the file alone.
+
+Compact storage (``top_k``): a summary holding one distribution over V tokens per position (``TokenSummary``'s
+logits, a teacher-labelled sample's targets) is stored as the k most likely tokens of each position and their
+probabilities (float16), renormalised; ids are stored in the narrowest integer type that holds V. A
+``LatentSummary`` is stored as its factors ``Z`` and ``M``, already O(nLd + dV). Either way ``load_summary``
+rebuilds the same ``Summary`` class, whose distributions are then the stored (renormalised top-k) ones, so a
+"1% summary" is also small on disk (``export_summary`` reports its bytes beside the training file's).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,8 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Trainer
-from torch import nn
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
 
 from .files import atomic_write
 from .learners import build_learner
@@ -31,21 +40,60 @@ def decode_rows(data: Any, ids: torch.Tensor) -> list[str]:
     return [" ".join(str(int(i)) for i in row) for row in ids]
 
 
+def _ids(t: Tensor, vocab_size: int) -> Tensor:
+    """Token ids in the narrowest integer type that holds ``vocab_size`` (restored to int64 on load)."""
+    return t.to(torch.int16 if vocab_size <= 2**15 else torch.int32)
+
+
 def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None = None,
-                    learner: nn.Module | None = None, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+                    learner: nn.Module | None = None, recipe: dict[str, Any] | None = None,
+                    top_k: int | None = None) -> dict[str, Any]:
     """What ``summary.pt`` holds (plain types and tensors: loads with ``weights_only=True``):
 
-    ``tokens`` (n, L) int64 argmax ids; ``state_dict``; ``vocabulary``; ``class`` (import path);
-    ``init_args`` (the summary's constructor arguments); ``feed`` (input mode and temperatures); ``learner``
-    (the learner config it was distilled for); ``recipe`` (downstream optimiser, lr, steps, batch size).
+    ``tokens`` (n, L) argmax ids; ``state_dict``; ``vocabulary``; ``class`` (import path); ``init_args`` (the
+    summary's constructor arguments); ``feed`` (input mode and temperatures); ``learner`` (the learner config
+    it was distilled for); ``recipe`` (downstream optimiser, lr, steps, batch size); with ``top_k``, ``topk``:
+    ``{name: {"kind", "shape", "indices" (n, L, k), "probs" (n, L, k) float16}}`` in place of the summary's
+    ``(n, L, V)`` state entries (module docstring).
     """
     config = summary.config()
     init_args = dict(config["init_args"], padding_idx=summary.padding_idx)
-    return {"tokens": summary.decode().cpu(),
-            "state_dict": {k: v.detach().cpu() for k, v in summary.state_dict().items()},
-            "vocabulary": list(vocabulary), "class": config["class_path"], "init_args": init_args,
-            "feed": (feed or Feed()).config(), "learner": learner.config() if learner is not None else None,
-            "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in (recipe or {}).items()}}
+    state = {k: v.detach().cpu() for k, v in summary.state_dict().items()}
+    payload: dict[str, Any] = {"tokens": summary.decode().cpu()}
+    if top_k is not None:
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
+        compact = {}
+        for name, kind in summary.distribution_tensors.items():
+            with torch.no_grad():
+                probs = summary().detach().float().cpu()  # (n, L, V): the distributions the learner trains on
+            k = min(top_k, summary.vocab_size)
+            values, indices = probs.topk(k, dim=-1)
+            values = values / values.sum(-1, keepdim=True)
+            compact[name] = {"kind": kind, "shape": list(state[name].shape),
+                             "indices": _ids(indices, summary.vocab_size), "probs": values.half()}
+            del state[name]
+        for name, value in state.items():  # token buffers
+            if value.dtype == torch.int64:
+                state[name] = _ids(value, summary.vocab_size)
+        payload["topk"] = compact
+        payload["tokens"] = _ids(payload["tokens"], summary.vocab_size)
+    payload.update({"state_dict": state, "vocabulary": list(vocabulary), "class": config["class_path"],
+                    "init_args": init_args, "feed": (feed or Feed()).config(),
+                    "learner": learner.config() if learner is not None else None,
+                    "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in (recipe or {}).items()}})
+    return payload
+
+
+def _expand(entry: dict[str, Any], temperature: float) -> Tensor:
+    """A stored top-k distribution back to its dense ``(n, L, V)`` state entry."""
+    indices, probs = entry["indices"].long(), entry["probs"].float()
+    probs = probs / probs.sum(-1, keepdim=True)
+    if entry["kind"] == "probs":
+        return torch.zeros(entry["shape"]).scatter_(-1, indices, probs)
+    # logits: softmax(z / τ) must give the renormalised top k exactly; every other token gets exp(-1e4) = 0
+    logits = torch.full(entry["shape"], -1.0e4).scatter_(-1, indices, torch.log(probs.clamp_min(1e-30)))
+    return logits * temperature
 
 
 def save_summary(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -57,17 +105,28 @@ def save_summary(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def export_summary(summary: Summary, trainer: Trainer, feed: Feed | None = None, learner: nn.Module | None = None,
-                   recipe: dict[str, Any] | None = None) -> Path:
-    """Save ``summary.pt`` (see ``summary_payload``) and ``summary.txt`` (one decoded row a line); returns the
-    ``summary.pt`` path."""
+                   recipe: dict[str, Any] | None = None, top_k: int | None = None) -> Path:
+    """Save ``summary.pt`` (see ``summary_payload``) and ``summary.txt`` (one decoded row a line); report the
+    file's bytes beside the training file's; returns the ``summary.pt`` path."""
     data = trainer.datamodule
     vocabulary = data.vocabulary() if hasattr(data, "vocabulary") else [str(i) for i in range(summary.vocab_size)]
-    payload = summary_payload(summary, vocabulary, feed, learner, recipe)
+    payload = summary_payload(summary, vocabulary, feed, learner, recipe, top_k)
     root = export_dir(trainer)
     save_summary(root / "summary.pt", payload)
     lines = [" ".join(vocabulary[int(i)] for i in row) for row in payload["tokens"]]
     atomic_write(root / "summary.txt", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    rank_zero_info(size_report(root / "summary.pt", getattr(data, "train_file", None)))
     return root / "summary.pt"
+
+
+def size_report(path: Path, train_file: Path | None) -> str:
+    """``summary.pt: N bytes (x% of the training file's M bytes)``."""
+    size = Path(path).stat().st_size
+    line = f"{path}: {size:,} bytes"
+    if train_file is not None and Path(train_file).is_file():
+        data = Path(train_file).stat().st_size
+        line += f", {100 * size / data:.1f}% of the training file {Path(train_file).name} ({data:,} bytes)"
+    return line
 
 
 def load_summary(path: str | Path, map_location: str | torch.device = "cpu") -> Summary:
@@ -80,7 +139,10 @@ def load_summary(path: str | Path, map_location: str | torch.device = "cpu") -> 
     if "init_args" not in payload:
         raise ValueError(f"{path}: written by an older version (no init_args); re-export it with `farzi fit`")
     summary = build_learner({"class_path": payload["class"], "init_args": payload["init_args"]})
-    summary.load_state_dict(payload["state_dict"])
+    state = dict(payload["state_dict"])
+    for name, entry in payload.get("topk", {}).items():
+        state[name] = _expand(entry, float(getattr(summary, "temperature", 1.0)))
+    summary.load_state_dict(state)
     summary.feed = Feed(**payload["feed"])
     summary.learner_config, summary.recipe = payload["learner"], payload["recipe"]
     return summary.to(map_location)

@@ -1,8 +1,12 @@
 """Evaluation metrics as torchmetrics ``Metric``s (their sums are synced across DDP ranks).
 
 - ``HitRate`` / ``NDCG``: HR@k and nDCG@k over a **full ranking** of all items (no sampled negatives); one
-  relevant item per user, so nDCG@k = 1 / log2(rank + 2) when rank < k (rank 0 = top).
-- ``Perplexity``: exp(total NLL / total tokens) over a whole split, padding targets ignored.
+  relevant item per user, so nDCG@k = 1 / log2(rank + 2) when rank < k (rank 0 = top). Ties are split
+  evenly: a target tied with t other items takes each of the t + 1 places with probability 1 / (t + 1) (the
+  expectation under a random tie-break), so a learner with constant scores gets HR@k = k / N, never 1.
+  A NaN or infinite score among the candidates is an error (``NonFiniteScores``), never a hit.
+- ``Perplexity``: exp(total NLL / total tokens) over a whole split, padding targets ignored; a NaN or
+  infinite loss is an error.
 """
 
 from __future__ import annotations
@@ -18,21 +22,46 @@ from torchmetrics import Metric
 from .data.windows import IGNORE_INDEX
 
 
-def target_rank(scores: Tensor, target: Tensor, exclude: Tensor | None = None) -> Tensor:
-    """0-based rank of each target among all candidates: how many score strictly higher.
+class NonFiniteScores(ValueError):
+    """A learner produced NaN or infinite scores (or loss) on real data: its metrics would be meaningless."""
+
+
+def rank_counts(scores: Tensor, target: Tensor, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """How many candidates score strictly above each target, and how many others tie with it.
 
     Args:
-        scores: ``(B, N)`` scores over all candidates.
+        scores: ``(B, N)`` scores over all candidates; every candidate left in the ranking must be finite.
         target: ``(B,)`` index of the relevant candidate.
         exclude: optional ``(B, N)`` mask of candidates to leave out of the ranking (never the target).
+
+    Returns ``(above, ties)``, each ``(B,)``: the target's places are ``above .. above + ties`` (0 = top).
+    Raises ``NonFiniteScores`` when a candidate's score is NaN or infinite.
     """
     scores = scores.float()
-    if exclude is not None:
-        exclude = exclude.clone()
-        exclude[torch.arange(len(target)), target] = False
-        scores = scores.masked_fill(exclude, float("-inf"))
+    keep = torch.ones_like(scores, dtype=torch.bool) if exclude is None else ~exclude
+    keep[torch.arange(len(target)), target] = True
+    bad = keep & ~torch.isfinite(scores)
+    if bool(bad.any()):
+        rows = int(bad.any(dim=1).sum())
+        raise NonFiniteScores(f"{int(bad.sum())} NaN or infinite scores in {rows} of {len(target)} rankings")
     target_score = scores.gather(1, target[:, None])  # (B, 1)
-    return (scores > target_score).sum(dim=1)
+    above = ((scores > target_score) & keep).sum(dim=1)
+    ties = ((scores == target_score) & keep).sum(dim=1) - 1  # the target itself is not a tie
+    return above, ties
+
+
+def target_rank(scores: Tensor, target: Tensor, exclude: Tensor | None = None) -> Tensor:
+    """0-based rank of each target when ties are broken against it (``above + ties``): the worst place."""
+    above, ties = rank_counts(scores, target, exclude)
+    return above + ties
+
+
+def _expected_gain(gains: Tensor, above: Tensor, ties: Tensor) -> Tensor:
+    """Mean of ``gains[place]`` over the places ``above .. above + ties`` (``gains`` is 0 past its end)."""
+    k = len(gains)
+    cumulative = torch.cat([gains.new_zeros(1), gains.cumsum(0)])  # (k + 1,): sum of the first j gains
+    lo, hi = above.clamp_max(k), (above + ties + 1).clamp_max(k)
+    return (cumulative[hi] - cumulative[lo]) / (ties + 1).to(gains.dtype)
 
 
 class _RankMetric(Metric):
@@ -48,14 +77,14 @@ class _RankMetric(Metric):
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     @abstractmethod
-    def _gain(self, rank: Tensor) -> Tensor:
-        """Per-example score of a 0-based rank (HR: ``rank < k``; nDCG: ``1/log2(rank + 2)`` within k)."""
+    def _gains(self) -> Tensor:
+        """``(k,)`` float64: the score of each place 0..k-1 (HR: 1; nDCG: ``1/log2(place + 2)``); 0 beyond."""
 
     def update(self, scores: Tensor, target: Tensor, exclude: Tensor | None = None) -> None:
         """Args: scores ``(B, N)``, target ``(B,)``, exclude optional ``(B, N)`` mask (e.g. items already seen)."""
-        rank = target_rank(scores, target, exclude)
-        self.total += self._gain(rank).double().sum()
-        self.count += rank.numel()
+        above, ties = rank_counts(scores, target, exclude)
+        self.total += _expected_gain(self._gains().to(above.device), above, ties).sum()
+        self.count += above.numel()
 
     def compute(self) -> Tensor:
         return self.total / self.count
@@ -64,16 +93,15 @@ class _RankMetric(Metric):
 class HitRate(_RankMetric):
     """HR@k: fraction of users whose held-out item ranks in the top k. Args: k."""
 
-    def _gain(self, rank: Tensor) -> Tensor:
-        return (rank < self.k).double()
+    def _gains(self) -> Tensor:
+        return torch.ones(self.k, dtype=torch.float64)
 
 
 class NDCG(_RankMetric):
     """nDCG@k with one relevant item: ``1 / log2(rank + 2)`` if it ranks in the top k, else 0. Args: k."""
 
-    def _gain(self, rank: Tensor) -> Tensor:
-        gain = 1.0 / torch.log2(rank.double() + 2.0)
-        return torch.where(rank < self.k, gain, torch.zeros_like(gain))
+    def _gains(self) -> Tensor:
+        return 1.0 / torch.log2(torch.arange(self.k, dtype=torch.float64) + 2.0)
 
 
 class Perplexity(Metric):
@@ -91,6 +119,8 @@ class Perplexity(Metric):
         """Args: logits ``(..., V)``, target ``(...)`` ids."""
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
                               ignore_index=IGNORE_INDEX, reduction="sum")
+        if not bool(torch.isfinite(nll)):
+            raise NonFiniteScores(f"the loss on real data is {float(nll)} (NaN or infinite logits)")
         self.nll += nll.double()
         self.tokens += (target != IGNORE_INDEX).sum()
 

@@ -30,7 +30,7 @@ from .checkpoints import VerifiedLoad, save_config
 from .contracts import DATA, check_lengths, require
 from .data.windows import check_int
 from .distributed import check_precision, check_strategy
-from .downstream import Downstream, log_dict, table
+from .downstream import Downstream, log_dict, paired_table, table
 from .export import decode_rows, export_dir, export_summary
 from .files import atomic_write
 from .inner import InnerOptimizer, MetaGradient
@@ -38,6 +38,7 @@ from .learners import Learner
 from .starts import RandomStart, StartPoint
 from .summaries import Feed, Summary
 from .summaries.feed import InputMode
+from .teacher import Teacher, as_teacher
 from .trajectories import TrajectoryBank
 
 SummaryCallable = Callable[[int], Summary]
@@ -62,8 +63,10 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
             or ``straight_through`` (targets are always the soft distributions).
         input_temperature: temperature of soft inputs.
         target_temperature: temperature of the soft targets.
-        teacher: a full-data model for ``init: teacher`` and the ``teacher``/``full`` candidates: a trajectory
-            bank directory (its best-validation checkpoint); None: the start point's bank, if any.
+        teacher: the full-data model(s) that label ``init: teacher`` and the ``teacher`` candidate: a trajectory
+            bank directory (its best-validation checkpoint) or a ``farzi_lightning.Teacher`` (any checkpoint of
+            one or more banks, a temperature, an ensemble); its first bank's best checkpoint is the ``full``
+            reference. None: the start point's bank, if any.
         inner_batch_size: summary sequences per inner step (0: all).
         optimizer: the outer optimiser over the summary's parameters.
         lr_scheduler: optional schedule of the outer learning rate, stepped every outer step.
@@ -79,14 +82,17 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
             (counted in ``train/skipped_steps``); this many in a row save ``nonfinite.ckpt`` and stop the fit.
         downstream: the downstream-evaluation harness of ``farzi test`` and the ``DownstreamEvaluation``
             callback (None: ``Downstream()`` defaults).
+        summary_top_k: ``summary.pt`` keeps each position's k most likely tokens (renormalised) instead of all
+            V (None: every probability, exact); a latent summary is stored as its factors either way.
     """
 
     def __init__(self, learner: Learner, summary: SummaryCallable, inner_optimizer: InnerOptimizer,
                  start: StartPoint | None = None, input_mode: InputMode = "soft", input_temperature: float = 1.0,
-                 target_temperature: float = 1.0, teacher: str | None = None, inner_batch_size: int = 0,
+                 target_temperature: float = 1.0, teacher: str | Teacher | None = None, inner_batch_size: int = 0,
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
                  gradient_clip_val: float | None = None, learn_inner_lr: bool = False, meta_batch_size: int = 1,
-                 max_nonfinite_steps: int = 5, downstream: Downstream | None = None) -> None:
+                 max_nonfinite_steps: int = 5, downstream: Downstream | None = None,
+                 summary_top_k: int | None = None) -> None:
         super().__init__()
         save_config(self)
         self.automatic_optimization = False
@@ -108,6 +114,8 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
         check_int("model.init_args.meta_batch_size", meta_batch_size, 1)
         check_int("model.init_args.max_nonfinite_steps", max_nonfinite_steps, 1)
         check_int("model.init_args.inner_batch_size", inner_batch_size, 0)
+        if summary_top_k is not None:
+            check_int("model.init_args.summary_top_k", summary_top_k, 1)
         self.nonfinite_streak = self.skipped_steps = 0
         if gradient_clip_val is not None and not gradient_clip_val > 0:
             raise ValueError(f"model.init_args.gradient_clip_val must be positive or null, got {gradient_clip_val}")
@@ -121,6 +129,7 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
         self.start = start if start is not None else RandomStart()
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.downstream = downstream if downstream is not None else Downstream()
+        self.teacher_spec = as_teacher(teacher)
         self._aux: dict[str, nn.Module] = {}  # teacher and warm-start copies: not submodules, not in checkpoints
         self.results: dict = {}
 
@@ -136,7 +145,7 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
             rank_zero_warn("trainer.precision: bf16-mixed on CPU slows a distillation down and rounds the inner "
                            "forward passes without saving memory that matters; 32-true is the default")
         self.start.setup(self)
-        if self.hparams.teacher is not None:
+        if self.teacher_spec is not None:
             self.teacher_model()  # a bank made on other data fails here, before any training
         if stage == "fit" and isinstance(self.start, RandomStart):
             rank_zero_info("FarziLightningModule: every outer step starts from a fresh initialisation (RandomStart)")
@@ -181,17 +190,13 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
         return line
 
     def teacher_model(self) -> nn.Module | None:
-        """The full-data model (``teacher``, else the start point's), loaded once; None when there is none."""
+        """The model that labels (``teacher``, else the start point's full-data model), loaded once; None when
+        there is none."""
         if "teacher" not in self._aux:
             model = None
-            if self.hparams.teacher is not None:
-                data = self.trainer.datamodule
-                try:
-                    bank = TrajectoryBank(self.hparams.teacher, fingerprint=data.fingerprint,
-                                          vocab_size=data.vocab_size)
-                    model = bank.model(map_location=self.device)
-                except (ValueError, FileNotFoundError) as err:
-                    raise type(err)(f"model.init_args.teacher: {err}") from err
+            if self.teacher_spec is not None:
+                model = self._from_banks(lambda data: self.teacher_spec.model(data.fingerprint, data.vocab_size,
+                                                                              self.device))
             else:
                 model = self.start.teacher(self.device)
             if model is None:
@@ -203,6 +208,27 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
                                  f"{self.summary.seq_len - 1}; pretrain with a longer max_len or shorten the summary")
             self._aux["teacher"] = model.requires_grad_(False)
         return self._aux["teacher"]
+
+    def full_model(self) -> nn.Module | None:
+        """The ``full`` reference: the best-validation checkpoint of the teacher's first bank (else the start
+        point's full-data model), loaded once."""
+        if "full" not in self._aux:
+            if self.teacher_spec is None:
+                model = self.start.teacher(self.device)
+            else:
+                model = self._from_banks(lambda data: TrajectoryBank(
+                    self.teacher_spec.banks[0], fingerprint=data.fingerprint, vocab_size=data.vocab_size
+                ).model(map_location=self.device))
+            if model is None:
+                return None
+            self._aux["full"] = model.requires_grad_(False)
+        return self._aux["full"]
+
+    def _from_banks(self, load: Callable) -> nn.Module:
+        try:
+            return load(self._data())
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"model.init_args.teacher: {err}") from err
 
     def learner_copy(self) -> nn.Module:
         """A trainable copy of the learner (warm starts train it in place; built once)."""
@@ -372,22 +398,33 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
 
     # ---- downstream evaluation (farzi test) ----
 
-    def evaluate_downstream(self, split: str, candidates: list[str] | None = None) -> dict:
+    def evaluate_downstream(self, split: str, candidates: list[str] | None = None, data=None) -> dict:
         """Fresh learners trained on the summary (and the harness's other candidates), scored on ``split``; every
-        process must call it (the jobs are shared out over the processes and the results gathered on all)."""
+        process must call it (the jobs are shared out over the processes and the results gathered on all).
+        ``data``: a data module to score on outside a Trainer (studies); None: the trainer's."""
         self._sync_inner_lr()
-        return self.downstream.evaluate(summary=self.summary, feed=self.feed, learner=self.learner, inner=self.inner,
-                                        inner_batch_size=self.hparams.inner_batch_size,
-                                        data=self.trainer.datamodule, split=split, teacher=self.teacher_model(),
-                                        candidates=candidates, device=self.device, progress=rank_zero_info,
-                                        rank=self.global_rank, world_size=self.trainer.world_size,
-                                        reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        self._bound_data = data
+        try:
+            attached = self._trainer is not None
+            return self.downstream.evaluate(
+                summary=self.summary, feed=self.feed, learner=self.learner, inner=self.inner,
+                inner_batch_size=self.hparams.inner_batch_size, data=self._data(), split=split,
+                teacher=self.teacher_model(), full=self.full_model(), candidates=candidates, device=self.device,
+                progress=rank_zero_info, rank=self.global_rank, world_size=self.trainer.world_size if attached else 1,
+                reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        finally:
+            self._bound_data = None
+
+    def _data(self):
+        """The data module: the one handed to ``evaluate_downstream``, else the trainer's."""
+        bound = getattr(self, "_bound_data", None)
+        return bound if bound is not None else self.trainer.datamodule
 
     def on_test_start(self) -> None:
         """Train fresh learners on every candidate before the test batches arrive (outside inference mode)."""
         self.results = self.evaluate_downstream("test")
         rank_zero_info("Downstream evaluation on the test split (test metric at the best validation point):\n"
-                       + table(self.results))
+                       + table(self.results) + "\n\n" + paired_table(self.results))
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         """Nothing per batch: the harness scores whole splits itself."""
@@ -399,4 +436,5 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
         self._sync_inner_lr()
         if self.trainer.is_global_zero:
             export_summary(self.summary, self.trainer, feed=self.feed, learner=self.learner,
-                           recipe=self.downstream.recipe(self.inner, self.hparams.inner_batch_size))
+                           recipe=self.downstream.recipe(self.inner, self.hparams.inner_batch_size),
+                           top_k=self.hparams.summary_top_k)

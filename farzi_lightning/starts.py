@@ -129,5 +129,5 @@ class SummaryWarmStart(StartPoint):
             rows = summary().detach()  # (n, L, V)
         with torch.enable_grad():
             train_steps(learner, rows, module.feed, make_optimizer(module.inner, learner.parameters()),
-                        schedule.to(rows.device))
+                        schedule.to(rows.device), ids=summary.input_ids())
         return {k: v.detach().clone() for k, v in learner.state_dict().items()}

@@ -128,9 +128,10 @@ class TrajectoryBank:
         index = int(torch.randint(len(self.entries), (1,), generator=generator))
         return self.load(index, map_location)
 
-    def best_index(self) -> int:
-        """The checkpoint with the best recorded validation metric (nDCG@k / HR@k higher, perplexity lower),
-        else the one furthest along its run: the full-data model a teacher or reference uses."""
+    def best_index(self, among: list[int] | None = None) -> int:
+        """The checkpoint (of ``among``, default all) with the best recorded validation metric (nDCG@k / HR@k
+        higher, perplexity lower), else the one furthest along its run: the full-data model a teacher or
+        reference uses."""
         def key(i: int) -> tuple:
             metrics = self.entries[i].get("metrics") or {}
             for name, value in sorted(metrics.items()):
@@ -140,7 +141,7 @@ class TrajectoryBank:
                     return (1, -value)
             entry = self.entries[i]
             return (0, entry["step"] / max(entry.get("max_step") or entry["step"], 1))
-        return max(range(len(self.entries)), key=key)
+        return max(range(len(self.entries)) if among is None else among, key=key)
 
     def model(self, index: int | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
         """The learner of checkpoint ``index`` (None: ``best_index()``), rebuilt from the bank's architecture."""

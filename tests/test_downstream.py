@@ -113,7 +113,8 @@ def test_teacher_baseline_targets_are_the_teachers_with_the_real_token_on_top():
     torch.manual_seed(0)
     V, real = 9, torch.randint(1, 9, (10, 6))
     teacher = SASRec(V, d_model=8, n_layers=1, n_heads=1, max_len=6).eval()
-    baseline = make_baseline("teacher", V, 4, 6, 0, real, torch.Generator().manual_seed(3), teacher)
+    baseline = make_baseline("teacher", V, 4, 6, 0, real, torch.Generator().manual_seed(3), teacher,
+                             targets="lifted")
     assert isinstance(baseline, TeacherSampleSummary)
     probs = baseline()
     assert torch.equal(probs.argmax(-1), baseline.tokens)  # hard inputs read the real rows

@@ -134,12 +134,15 @@ def test_summary_starts_from_the_named_baseline(cls, init):
 
 
 def test_token_summary_from_teacher_reproduces_the_teacher_baseline():
+    """A tied summary (one distribution per position) starts from the lifted form, whose argmax is the real row;
+    a summary with fixed inputs from the teacher's own distributions (tests/test_evaluation.py)."""
     torch.manual_seed(0)
     real = torch.randint(1, V, (15, 8))
     teacher = SASRec(V, d_model=8, n_layers=1, n_heads=1, max_len=8)
     summary = TokenSummary(V, 4, 6, init="teacher", padding_idx=0)
     summary.initialize(real, torch.Generator().manual_seed(4), teacher)
-    baseline = make_baseline("teacher", V, 4, 6, 0, real, torch.Generator().manual_seed(4), teacher)
+    baseline = make_baseline("teacher", V, 4, 6, 0, real, torch.Generator().manual_seed(4), teacher,
+                             targets="lifted")
     torch.testing.assert_close(summary()[:, 1:], baseline()[:, 1:], rtol=0, atol=1e-5)
     assert torch.equal(summary.decode(), baseline.tokens)
 

@@ -237,6 +237,7 @@ class InteractionDataModule(FilesDataModule):
         """Read the interaction file, de-duplicate, split leave-last-out (and read the titles)."""
         h = self.hparams
         path = root / h.file
+        self.train_file = path  # the file a summary's size on disk is compared with
         rows = read_interactions(path, delimiter=h.delimiter, header=h.header, user_col=h.user_col,
                                  item_col=h.item_col, timestamp_col=h.timestamp_col, encoding=h.encoding)
         split = leave_last_out(rows, h.min_interactions, path, dedup=h.dedup)

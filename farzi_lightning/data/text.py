@@ -168,6 +168,7 @@ class TextDataModule(FilesDataModule):
         """Read the splits, build the vocabulary, encode."""
         h = self.hparams
         files = split_files(root, h.files)
+        self.train_file = files["train"]  # the file a summary's size on disk is compared with
         lines = {s: read_words(p, h.encoding) for s, p in files.items()}
         vocab = Vocabulary(lines["train"], h.max_vocab, held_out=lines["valid"] + lines["test"])
         self._streams = {s: vocab.encode(lines[s], files[s]) for s in SPLITS}

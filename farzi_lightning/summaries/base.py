@@ -13,6 +13,11 @@ from ..contracts import SUMMARY, require
 from ..learners.base import RecordsInit
 
 Init = Literal["random", "head", "teacher", "noise", "real"]
+Inputs = Literal["tied", "fixed"]
+"""What a learnable summary's learner reads: ``tied``, the summary's own distributions (through the ``Feed``:
+soft, hard or straight-through; one distribution per position is both input and target), or ``fixed``, the
+initial rows' real tokens, held apart in the ``input_tokens`` buffer, so that the parameters are the targets
+only (label learning; the teacher-labelled start keeps the teacher's own distributions)."""
 """Where a learnable summary starts: a same-size baseline by name (``random`` rows, ``head`` rows,
 ``teacher``-labelled rows; ``real`` is an alias of ``random``) or ``noise`` (random logits)."""
 
@@ -26,6 +31,10 @@ class Summary(RecordsInit, nn.Module, metaclass=ABCMeta):
         seq_len: L, tokens per sequence (the learner reads the first L-1 and predicts the last L-1).
         padding_idx: a token the summary never produces (SASRec's item 0); None: none.
     """
+
+    distribution_tensors: dict[str, str] = {}
+    """State entries of shape ``(n, L, V)`` and what they hold (``logits`` or ``probs``): what compact storage
+    (``summary.pt`` with ``top_k``) keeps the top entries of per position."""
 
     def __init__(self, vocab_size: int, num_sequences: int, seq_len: int, padding_idx: int | None = None) -> None:
         super().__init__()
@@ -53,6 +62,13 @@ class Summary(RecordsInit, nn.Module, metaclass=ABCMeta):
             logits = logits.index_fill(-1, torch.tensor([self.padding_idx], device=logits.device), float("-inf"))
         return torch.softmax(logits, dim=-1)  # (B, L, V)
 
+    def input_ids(self, indices: Tensor | None = None) -> Tensor | None:
+        """``(B, L)`` input tokens held apart from the distributions (None: the inputs are the distributions)."""
+        tokens = getattr(self, "input_tokens", None)
+        if tokens is None:
+            return None
+        return tokens if indices is None else tokens[indices]
+
     def functional(self, tensors: tuple[Tensor, ...], indices: Tensor | None = None) -> Tensor:
         """``forward`` evaluated with ``tensors`` in place of ``parameters()`` (what the inner loss differentiates)."""
         names = [n for n, _ in self.named_parameters()]
@@ -61,7 +77,11 @@ class Summary(RecordsInit, nn.Module, metaclass=ABCMeta):
     @torch.no_grad()
     def decode(self, method: Literal["argmax", "sample"] = "argmax", generator: torch.Generator | None = None
                ) -> Tensor:
-        """Hard token ids ``(n, L)``: the most likely token per position, or one sampled from it."""
+        """Hard token ids ``(n, L)``: the most likely token per position, or one sampled from it; a summary whose
+        inputs are held apart decodes to those inputs."""
+        ids = self.input_ids()
+        if ids is not None:
+            return ids.clone()
         probs = self.forward()
         if method == "argmax":
             return probs.argmax(-1)
@@ -76,11 +96,27 @@ class Summary(RecordsInit, nn.Module, metaclass=ABCMeta):
 
         init = getattr(self, "init", "random")
         if init == "noise":
+            if self.input_ids() is not None:
+                raise ValueError(f"{type(self).__name__}: inputs='fixed' needs real rows to read; init='noise' has "
+                                 "none")
             self.init_noise(generator)
             return
+        fixed = self.input_ids() is not None
         baseline = make_baseline("random" if init == "real" else init, self.vocab_size, self.num_sequences,
-                                 self.seq_len, self.padding_idx, real, generator, teacher)
-        self.load_rows(baseline.tokens.to(self.device_of()), baseline.probs if init == "teacher" else None, generator)
+                                 self.seq_len, self.padding_idx, real, generator, teacher,
+                                 targets="teacher" if fixed else "lifted")
+        tokens = baseline.tokens.to(self.device_of())
+        self.load_rows(tokens, baseline.probs.to(self.device_of()) if init == "teacher" else None, generator)
+        if fixed:
+            self.input_tokens.copy_(tokens)
+
+    def _hold_inputs(self, inputs: str) -> None:
+        """``inputs='fixed'``: register the ``input_tokens`` buffer (filled by ``initialize``)."""
+        if inputs not in ("tied", "fixed"):
+            raise ValueError(f"inputs must be 'tied' or 'fixed', got {inputs!r}")
+        self.inputs = inputs
+        if inputs == "fixed":
+            self.register_buffer("input_tokens", torch.zeros(self.num_sequences, self.seq_len, dtype=torch.long))
 
     def device_of(self) -> torch.device:
         return next(iter(self.parameters()), torch.empty(0)).device

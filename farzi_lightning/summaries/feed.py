@@ -9,6 +9,10 @@ A summary is one distribution per position, ``p`` of shape ``(B, L, V)``. The le
 
 Learners are evaluated on real (one-hot) histories; ``hard`` and ``straight_through`` train them on the same
 kind of input. The same ``Feed`` is used in the inner loop, in downstream training and in ``summary.pt``.
+
+A summary may also hold its inputs apart from its targets (``Summary.input_ids``: real tokens, e.g. a
+teacher-labelled sample whose targets are the teacher's own distributions): the feed is then given those ids
+and the learner reads them one-hot, whatever the input mode; the distributions serve as targets only.
 """
 
 from __future__ import annotations
@@ -54,8 +58,11 @@ class Feed:
             return probs
         return torch.softmax(torch.log(probs.clamp_min(1e-30)) / temperature, dim=-1)
 
-    def __call__(self, probs: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, probs: Tensor, ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``probs`` ``(B, L, V)``; ``ids`` ``(B, L)`` input tokens held apart (None: inputs come from ``probs``)."""
         source, targets = probs[:, :-1], self._temper(probs[:, 1:], self.target_temperature)
+        if ids is not None:
+            return F.one_hot(ids[:, :-1], probs.shape[-1]).to(probs.dtype), targets
         if self.input_mode == "soft":
             return self._temper(source, self.input_temperature), targets
         hard = F.one_hot(source.argmax(-1), probs.shape[-1]).to(probs.dtype)  # (B, L-1, V)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Init, Summary
+from .base import Init, Inputs, Summary
 
 
 class LatentSummary(Summary):
@@ -27,12 +27,15 @@ class LatentSummary(Summary):
         init: the baseline it starts from (``random``, ``head``, ``teacher``; ``real`` = ``random``) or ``noise``.
         init_scale: logit scale of the real initialisation (and std of the random one); None: log V + 2.
         padding_idx: a token never produced (None: none).
+        inputs: ``tied`` (the distributions are inputs and targets) or ``fixed`` (the learner reads the initial
+            rows' real tokens; ``softmax(Z @ M)`` is the targets only).
     """
 
     def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36, latent_dim: int = 64,
                  temperature: float = 1.0, init: Init = "real", init_scale: float | None = None,
-                 padding_idx: int | None = None) -> None:
+                 padding_idx: int | None = None, inputs: Inputs = "tied") -> None:
         super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
+        self._hold_inputs(inputs)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         # log V + 2 puts ~88% of a one-hot row's mass on its token: peaked, yet not so saturated that the
@@ -73,6 +76,10 @@ class LatentSummary(Summary):
             u, s, v = torch.svd_lowrank(logp.double(), q=d + 8, niter=4)
             torch.set_rng_state(generator_state)
             u, s, v = u[:, :d], s[:d], v[:, :d]
+        if len(s) < d:  # d above the matrix's rank bound (a small vocabulary): the extra factors are zero
+            pad = d - len(s)
+            u, v = F.pad(u, (0, pad)), F.pad(v, (0, pad))
+            s = F.pad(s, (0, pad))
         root = s.sqrt()
         self.z.copy_((u * root).reshape(self.z.shape).to(self.z.dtype) * self.temperature ** 0.5)
         self.m.copy_((root[:, None] * v.T).to(self.m.dtype) * self.temperature ** 0.5)

@@ -3,12 +3,18 @@
 - ``RandomSampleSummary``: n real sequences drawn uniformly, one-hot.
 - ``HeadSampleSummary``: the n most active users' (or most common) sequences, one-hot.
 - ``TeacherSampleSummary``: random real sequences whose targets are a full-data model's predictive
-  distributions (knowledge distillation on a sample); hard inputs are the real tokens.
+  distributions (knowledge distillation on a sample); the inputs are the real tokens. ``targets="teacher"``
+  keeps the teacher's own distributions (inputs held apart); ``"lifted"`` is the one-distribution form, the
+  real token lifted above the teacher's top so that the argmax reads the real row.
+
+Every baseline holds its rows as ``tokens`` and reads them as inputs (``input_ids``).
 
 ``make_baseline(name, ...)`` builds any of them by name; learnable summaries start from one (``init``).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +32,9 @@ class RandomSampleSummary(Summary):
                  padding_idx: int | None = None) -> None:
         super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
         self.register_buffer("tokens", torch.zeros(num_sequences, seq_len, dtype=torch.long))
+
+    def input_ids(self, indices: Tensor | None = None) -> Tensor:
+        return self.tokens if indices is None else self.tokens[indices]
 
     def logits(self, indices: Tensor | None = None) -> Tensor:
         """0 at the sampled token, -inf elsewhere (``forward`` returns the one-hot rows directly)."""
@@ -59,17 +68,26 @@ class HeadSampleSummary(RandomSampleSummary):
 
 
 class TeacherSampleSummary(RandomSampleSummary):
-    """Random real sequences labelled by a teacher: position t's distribution is the teacher's prediction after
-    the real tokens before t, with the real token lifted ``margin`` above the teacher's top logit so that the
-    most likely token (what hard inputs read) is the real one. Position 0 is the real token, one-hot.
+    """Random real sequences labelled by a teacher: position t's target is the teacher's prediction after the
+    real tokens before t; the learner reads the real tokens. Position 0 (never a target) is the real token,
+    one-hot.
 
-    Args: vocab_size, num_sequences, seq_len, padding_idx, margin.
+    Args:
+        vocab_size, num_sequences, seq_len, padding_idx: as ``Summary``.
+        margin: ``targets="lifted"``: how far above the teacher's top logit the real token is lifted.
+        targets: ``teacher`` (the teacher's own distributions) or ``lifted`` (the real token on top, so that
+            one distribution per position can serve as input and target).
     """
 
+    distribution_tensors = {"probs": "probs"}
+
     def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36,
-                 padding_idx: int | None = None, margin: float = 0.1) -> None:
+                 padding_idx: int | None = None, margin: float = 0.1,
+                 targets: Literal["teacher", "lifted"] = "teacher") -> None:
         super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
-        self.margin = margin
+        if targets not in ("teacher", "lifted"):
+            raise ValueError(f"targets must be 'teacher' or 'lifted', got {targets!r}")
+        self.margin, self.targets = margin, targets
         self.register_buffer("probs", torch.zeros(num_sequences, seq_len, vocab_size))
 
     def forward(self, indices: Tensor | None = None) -> Tensor:
@@ -85,25 +103,28 @@ class TeacherSampleSummary(RandomSampleSummary):
             logits = teacher(tokens[:, :-1]).float()  # (B, L-1, V)
             if self.padding_idx is not None:
                 logits[..., self.padding_idx] = float("-inf")
-            real = tokens[:, 1:, None]  # (B, L-1, 1)
-            lifted = torch.maximum(logits.gather(-1, real), logits.max(-1, keepdim=True).values + self.margin)
-            logits.scatter_(-1, real, lifted)
+            if self.targets == "lifted":
+                real = tokens[:, 1:, None]  # (B, L-1, 1)
+                lifted = torch.maximum(logits.gather(-1, real), logits.max(-1, keepdim=True).values + self.margin)
+                logits.scatter_(-1, real, lifted)
             self.probs[start: start + batch_size, 1:] = torch.softmax(logits, -1)
             self.probs[start: start + batch_size, 0] = F.one_hot(tokens[:, 0], self.vocab_size).float()
         teacher.train(teacher_was_training)
 
 
 def make_baseline(name: str, vocab_size: int, num_sequences: int, seq_len: int, padding_idx: int | None,
-                  real: Tensor, generator: torch.Generator | None = None,
-                  teacher: nn.Module | None = None) -> RandomSampleSummary:
-    """The same-size baseline ``name`` (``random``, ``head``, ``teacher``) built from ``real`` ``(N, ≥L)`` ids."""
+                  real: Tensor, generator: torch.Generator | None = None, teacher: nn.Module | None = None,
+                  targets: Literal["teacher", "lifted"] = "teacher") -> RandomSampleSummary:
+    """The same-size baseline ``name`` (``random``, ``head``, ``teacher``) built from ``real`` ``(N, ≥L)`` ids;
+    ``targets``: the teacher baseline's form (``TeacherSampleSummary``)."""
     classes = {"random": RandomSampleSummary, "head": HeadSampleSummary, "teacher": TeacherSampleSummary}
     if name not in classes:
         raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
     if name == "teacher" and teacher is None:
         raise ValueError("the teacher baseline needs a full-data model (model.init_args.teacher, or a "
                          "TrajectoryStart whose bank's last checkpoint serves as teacher)")
-    baseline = classes[name](vocab_size, num_sequences, seq_len, padding_idx)
+    extra = {"targets": targets} if name == "teacher" else {}
+    baseline = classes[name](vocab_size, num_sequences, seq_len, padding_idx, **extra)
     baseline.initialize(real, generator)
     if name == "teacher":
         device = next(teacher.parameters()).device

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import Init, Summary
+from .base import Init, Inputs, Summary
 
 
 class TokenSummary(Summary):
@@ -21,11 +21,17 @@ class TokenSummary(Summary):
         init: the baseline it starts from (``random``, ``head``, ``teacher``; ``real`` = ``random``) or ``noise``.
         init_scale: logit of the real token (and std of the random initialisation); None: log V + 2.
         padding_idx: a token never produced (None: none).
+        inputs: ``tied`` (the distributions are inputs and targets) or ``fixed`` (the learner reads the initial
+            rows' real tokens; the logits are targets only).
     """
 
+    distribution_tensors = {"z": "logits"}
+
     def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36, temperature: float = 1.0,
-                 init: Init = "real", init_scale: float | None = None, padding_idx: int | None = None) -> None:
+                 init: Init = "real", init_scale: float | None = None, padding_idx: int | None = None,
+                 inputs: Inputs = "tied") -> None:
         super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
+        self._hold_inputs(inputs)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         # log V + 2 puts ~88% of a one-hot row's mass on its token: peaked, yet not so saturated that the

@@ -1,0 +1,244 @@
+"""How small can a summary go: quality against size for the summary, the tuned teacher-labelled sample, the head
+and random samples, the count floor and full data, on the test split.
+
+    FARZI_DATA_DIR=../shared/data python benchmarks/size_curve.py benchmarks/studies/size_ml100k.yaml
+    python benchmarks/size_curve.py benchmarks/studies/size_ml100k.yaml --report    # table + PNG from the JSON
+
+A study YAML names ``configs`` (stacked like ``--config``), ``common`` CLI overrides (the tuned teacher, the
+outer steps), ``sizes`` (summary rows) and ``distill_seeds`` per size (a list, or one list for all). For each
+size the baselines are scored once (downstream seeds 0..n-1), then each distillation seed ``r`` distils (its
+start is the teacher-labelled sample of rows drawn by stream ``r``) and its summary is scored on test before the
+first outer step (``start``) and after the last (``end``) with the same downstream seeds, so "did the outer
+loop add anything" is a paired difference (end − start per distillation seed and downstream seed; the
+interval is over distillation seeds where there are several, else over downstream seeds). Everything lands in
+``docs/results/<name>/`` as it goes (``results.json``, ``results.md``, ``size_curve.png``, and with
+``export_sizes`` the compact ``<name>_<size>_seed<r>.summary.pt``); a rerun resumes a fit from its
+``last.ckpt`` and skips what is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from lightning.pytorch import Callback
+
+from farzi_lightning.callbacks import DownstreamEvaluation, SummaryMonitor
+from farzi_lightning.cli import build
+from farzi_lightning.files import atomic_write
+from farzi_lightning.stats import interval, nested
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOORS = ("popularity", "unigram")
+
+
+def cli_for(study: dict, size: int, seed: int, run_dir: Path):
+    args = []
+    for config in study["configs"]:
+        args += ["--config", str(ROOT / config)]
+    args += list(study.get("common", [])) + [
+        f"--model.init_args.summary.init_args.num_sequences={size}", f"--seed_everything={seed}",
+        f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false"]
+    return build(args, run=False)
+
+
+def scores(results) -> dict:
+    return {f"{lname}/{cand}": score.as_dict() for (lname, cand), score in results.items()}
+
+
+class StartScore(Callback):
+    """Scores the summary on the test split once, before the first outer step (the distillation's start)."""
+
+    def __init__(self) -> None:
+        self.result = None
+
+    def on_train_start(self, trainer, module) -> None:
+        if trainer.global_step == 0 and self.result is None:
+            self.result = scores(module.evaluate_downstream("test", ["summary"]))
+
+
+def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, save) -> None:
+    entry = state["sizes"].setdefault(str(size), {"baselines": None, "distill": {}})
+    runs = ROOT / "runs" / "study" / study["name"] / str(size)
+    if entry["baselines"] is None:
+        cli = cli_for(study, size, 0, runs / "_baselines")
+        cli.datamodule.setup("fit")
+        module = cli.model
+        started = time.perf_counter()
+        candidates = ["random", "head", "teacher", "full", *FLOORS]
+        entry["baselines"] = scores(module.evaluate_downstream("test", candidates, data=cli.datamodule))
+        entry["baseline_seconds"] = time.perf_counter() - started
+        entry["train_tokens"] = int(cli.datamodule.train_counts().sum())
+        entry["summary_tokens"] = module.summary.size_tokens
+        save()
+    for seed in seeds:
+        record = entry["distill"].get(str(seed), {})
+        if "end" in record:
+            continue
+        run_dir = runs / f"seed-{seed}"
+        cli = cli_for(study, size, seed, run_dir)
+        trainer = cli.trainer
+        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, (DownstreamEvaluation, SummaryMonitor))]
+        checkpoint = trainer.checkpoint_callback
+        checkpoint.dirpath = str(run_dir / "checkpoints")
+        start = StartScore()
+        start.result = record.get("start")
+        trainer.callbacks.append(start)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        started = time.perf_counter()
+        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)
+        record["fit_seconds"] = time.perf_counter() - started + record.get("fit_seconds", 0.0)
+        record["start"] = start.result
+        record["outer_steps"] = trainer.global_step
+        entry["distill"][str(seed)] = record
+        save()
+        started = time.perf_counter()
+        record["end"] = scores(cli.model.evaluate_downstream("test", ["summary"]))
+        record["test_seconds"] = time.perf_counter() - started
+        exported = run_dir / "checkpoints" / "summary.pt"
+        if size in study.get("export_sizes", []) and exported.exists():
+            target = out / f"{study['name']}_{size}_seed{seed}.summary.pt"
+            shutil.copyfile(exported, target)
+            record["file"] = {"path": str(target.relative_to(ROOT)), "bytes": target.stat().st_size,
+                              "train_bytes": cli.datamodule.train_file.stat().st_size}
+        save()
+        print(f"[{size} seed {seed}] fit {record['fit_seconds']:.0f} s; start {record['start']}; "
+              f"end {record['end']}", flush=True)
+
+
+def metric_of(study: dict) -> str:
+    return study["metric"]
+
+
+def values(score_dict: dict, candidate: str, metric: str) -> list[float] | None:
+    for name, score in score_dict.items():
+        if name.endswith("/" + candidate) and metric in score["values"]:
+            return score["values"][metric]
+    return None
+
+
+def summarise(study: dict, entry: dict) -> dict:
+    """Per size: mean ± std of every candidate, and the paired end − start and end − teacher differences."""
+    metric = metric_of(study)
+    row: dict = {}
+    for cand in ("random", "head", "teacher", "full") + FLOORS:
+        v = values(entry["baselines"] or {}, cand, metric)
+        if v is not None:
+            row[cand] = v
+    ends = [values(r["end"], "summary", metric) for r in entry["distill"].values() if "end" in r]
+    starts = [values(r["start"], "summary", metric) for r in entry["distill"].values() if r.get("start")]
+    if ends:
+        row["summary"] = [x for e in ends for x in e]
+        row["summary_runs"] = len(ends)
+        if len(starts) == len(ends):
+            row["start"] = [x for s in starts for x in s]
+            row["end_minus_start"] = (nested(ends, starts) if len(ends) > 1 else
+                                      interval([a - b for a, b in zip(ends[0], starts[0])])).as_dict()
+        teacher = row.get("teacher")
+        if teacher is not None:
+            row["end_minus_teacher"] = (nested(ends, [teacher] * len(ends)) if len(ends) > 1 else
+                                        interval([a - b for a, b in zip(ends[0], teacher)])).as_dict()
+    return row
+
+
+def report(study: dict, state: dict, out: Path) -> None:
+    import statistics
+
+    metric = metric_of(study)
+    names = ["summary", "start", "teacher", "head", "random", "full"] + list(FLOORS)
+    lines = [f"# Size curve: `{study['name']}`", "",
+             f"Command: `python benchmarks/size_curve.py benchmarks/studies/{study['name']}.yaml`. Test {metric}, "
+             "mean ± std over downstream seeds (and distillation seeds for the summary); each candidate trained "
+             "with patience and scored at its best validation point. `start`: the summary before the first outer "
+             "step (its teacher-labelled start).", "",
+             "| rows | % of training tokens | " + " | ".join(names) + " | end − start [95%] | end − teacher [95%] |",
+             "|---" * (len(names) + 4) + "|"]
+    curve: dict[str, list[tuple[float, float, float]]] = {}
+    for size, entry in sorted(state["sizes"].items(), key=lambda kv: int(kv[0])):
+        row = summarise(study, entry)
+        pct = 100 * entry.get("summary_tokens", 0) / max(entry.get("train_tokens", 1), 1)
+        cells = []
+        for name in names:
+            v = row.get(name)
+            if v is None:
+                cells.append("")
+                continue
+            mean, std = statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+            cells.append(f"{mean:.4f} ± {std:.4f}" if len(v) > 1 else f"{mean:.4f}")
+            curve.setdefault(name, []).append((pct, mean, std))
+        diffs = []
+        for key in ("end_minus_start", "end_minus_teacher"):
+            iv = row.get(key)
+            diffs.append("" if iv is None else f"{iv['mean']:+.4f} [{iv['lo']:+.4f}, {iv['hi']:+.4f}] (n={iv['n']})")
+        runs = row.get("summary_runs", 0)
+        lines.append(f"| {size} ({runs} distillation seed{'s' if runs != 1 else ''}) | {pct:.2f} | "
+                     + " | ".join(cells) + " | " + " | ".join(diffs) + " |")
+    atomic_write(out / "results.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    plot(study, curve, out, metric)
+
+
+def plot(study: dict, curve: dict, out: Path, metric: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no size_curve.png (pip install -e '.[study]')", file=sys.stderr)
+        return
+    styles = {"summary": ("C0", "o", "-"), "start": ("C0", "x", ":"), "teacher": ("C1", "s", "-"),
+              "head": ("C2", "^", "-"), "random": ("C3", "v", "-"), "full": ("black", "", "--"),
+              "popularity": ("grey", "", ":"), "unigram": ("grey", "", ":")}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curve.items():
+        color, marker, line = styles.get(name, ("C4", ".", "-"))
+        xs, ys, es = zip(*points)
+        if name in ("full",) + FLOORS:
+            ax.axhline(ys[0], color=color, linestyle=line, linewidth=1, label=name)
+            continue
+        ax.errorbar(xs, ys, yerr=es, color=color, marker=marker, linestyle=line, capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("summary size (% of training tokens)")
+    ax.set_ylabel(f"test {metric} (fresh learner)")
+    ax.set_title(f"{study['name']}: quality against size")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "size_curve.png.tmp", format="png", dpi=110)
+    Path(out / "size_curve.png.tmp").replace(out / "size_curve.png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", help="the study's YAML")
+    parser.add_argument("--report", action="store_true", help="only rebuild results.md and size_curve.png")
+    parser.add_argument("--only", type=int, nargs="*", help="run only these sizes")
+    args = parser.parse_args()
+    study = yaml.safe_load(Path(args.study).read_text())
+    out = ROOT / "docs" / "results" / study["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    state = json.loads(path.read_text()) if path.exists() else {"study": study, "sizes": {}}
+    state["study"] = study
+
+    def save() -> None:
+        text = json.dumps(state, indent=1)
+        atomic_write(path, lambda f: f.write(text.encode()))
+        report(study, state, out)
+
+    if not args.report:
+        seeds = study["distill_seeds"]
+        for size in args.only or study["sizes"]:
+            size_seeds = seeds.get(size, seeds.get("default", [0])) if isinstance(seeds, dict) else seeds
+            run_size(study, size, size_seeds, state, out, save)
+    save()
+
+
+if __name__ == "__main__":
+    main()
