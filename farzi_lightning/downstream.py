@@ -392,12 +392,18 @@ def _fingerprint(model: nn.Module | None) -> str | None:
 
 
 def log_dict(results: dict[tuple[str, str], Score]) -> dict[str, float]:
-    """``downstream/<learner>/<candidate>/<metric>`` (mean) and ``.../<metric>_std`` for a logger."""
+    """``downstream/<learner>/<candidate>/<metric>`` (mean) and ``.../<metric>_std`` for a logger, and the paired
+    differences ``paired/<learner>/summary-<other>/<metric>`` (mean, ``_lo``, ``_hi``: the 95% interval)."""
     out = {}
     for (lname, candidate), score in results.items():
         for metric in score.values:
             out[f"downstream/{lname}/{candidate}/{metric}"] = score.mean(metric)
             out[f"downstream/{lname}/{candidate}/{metric}_std"] = score.std(metric)
+    for (lname, other, metric), iv in paired_differences(results).items():
+        key = f"paired/{lname}/summary-{other}/{metric}"
+        out[key] = iv.mean
+        if iv.n > 1:
+            out[key + "_lo"], out[key + "_hi"] = iv.lo, iv.hi
     return out
 
 

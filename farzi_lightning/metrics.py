@@ -159,7 +159,8 @@ class Evaluator(nn.Module):
             self.ppl.update(learner(x), y)
             return
         history, target, seen = batch
-        scores = learner(history)[:, -1]  # (B, V): next-item scores after the whole history
+        last = getattr(learner, "predict_last", None)  # a learner may skip projecting the other positions
+        scores = last(history) if last is not None else learner(history)[:, -1]  # (B, V): after the whole history
         exclude = seen.clone() if self.exclude_seen else torch.zeros_like(seen)
         exclude[:, self.padding_idx] = True  # padding is never a candidate
         self.hr.update(scores, target, exclude)

@@ -103,6 +103,10 @@ def test_farzi_test_trains_fresh_learners_and_reports_real_metrics(in_workdir):
         assert 0.0 <= float(metrics[f"downstream/sasrec/{name}/hr@10"]) <= 1.0
         assert float(metrics[f"downstream/sasrec/{name}/ndcg@10"]) <= float(metrics[f"downstream/sasrec/{name}/hr@10"])
     assert "downstream/sasrec/unigram/ppl" not in metrics  # the text floor does not apply to interactions
+    # Paired differences: the mean of per-seed differences is the difference of the means.
+    for name in ("random", "head", "popularity"):
+        expected = float(metrics["downstream/sasrec/summary/hr@10"]) - float(metrics[f"downstream/sasrec/{name}/hr@10"])
+        assert float(metrics[f"paired/sasrec/summary-{name}/hr@10"]) == pytest.approx(expected, abs=1e-6)
 
 
 def test_resume_is_exact(in_workdir):

@@ -367,3 +367,15 @@ def test_compact_teacher_baseline_and_latent_summary_round_trip(tmp_path):
     torch.testing.assert_close(load_summary(tmp_path / "l.pt")(), latent())  # stored as its factors, exactly
     with pytest.raises(ValueError, match="top_k"):
         summary_payload(latent, [], top_k=0)
+
+
+def test_predict_last_is_the_last_position_of_forward():
+    from farzi_lightning.learners import TransformerLM
+
+    torch.manual_seed(0)
+    for learner in (SASRec(30, d_model=8, n_layers=2, n_heads=2, max_len=7, dropout=0.0),
+                    TransformerLM(30, d_model=8, n_layers=1, n_heads=1, max_len=7, dropout=0.0)):
+        tokens = torch.randint(1, 30, (4, 7))
+        tokens[0, :3] = 0  # left padding
+        with torch.no_grad():
+            torch.testing.assert_close(learner.predict_last(tokens), learner(tokens)[:, -1])

@@ -37,6 +37,14 @@ class TransformerLM(Learner):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """``(B, L)`` ids or ``(B, L, V)`` probabilities → next-token logits ``(B, L, V)``."""
+        return self.ln_f(self._hidden(tokens)) @ self.embed.weight.T + self.head_bias  # tied: (B, L, D) @ (D, V)
+
+    def predict_last(self, tokens: Tensor) -> Tensor:
+        """Next-token logits after the whole sequence, ``(B, V)``: ``forward(tokens)[:, -1]`` without projecting
+        the other L - 1 positions (what ranking evaluation needs)."""
+        return self.ln_f(self._hidden(tokens)[:, -1]) @ self.embed.weight.T + self.head_bias  # (B, D) @ (D, V)
+
+    def _hidden(self, tokens: Tensor) -> Tensor:
         L = tokens.shape[1]
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len={self.max_len}")
@@ -44,7 +52,7 @@ class TransformerLM(Learner):
         x = self.drop(self.embed(tokens) + self.position.weight[:L])  # (B, L, D)
         for block in self.blocks:
             x = block(x, padding)
-        return self.ln_f(x) @ self.embed.weight.T + self.head_bias  # tied head: (B, L, D) @ (D, V)
+        return x  # (B, L, D)
 
 
 def _init_weights(module: nn.Module) -> None:
