@@ -30,6 +30,7 @@ from lightning.pytorch import Callback
 
 from farzi_lightning.callbacks import DownstreamEvaluation, SummaryMonitor
 from farzi_lightning.cli import build
+from farzi_lightning.export import save_summary, summary_payload
 from farzi_lightning.files import atomic_write
 from farzi_lightning.stats import interval, nested
 
@@ -102,6 +103,11 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
         record["end"] = scores(cli.model.evaluate_downstream("test", ["summary"]))
         record["test_seconds"] = time.perf_counter() - started
         exported = run_dir / "checkpoints" / "summary.pt"
+        module, data = cli.model, cli.datamodule
+        save_summary(run_dir / "dense.summary.pt", summary_payload(  # for benchmarks/compact_check.py
+            module.summary, data.vocabulary() if hasattr(data, "vocabulary") else
+            [str(i) for i in range(module.summary.vocab_size)], module.feed, module.learner,
+            module.downstream.recipe(module.inner, module.hparams.inner_batch_size)))
         if size in study.get("export_sizes", []) and exported.exists():
             target = out / f"{study['name']}_{size}_seed{seed}.summary.pt"
             shutil.copyfile(exported, target)

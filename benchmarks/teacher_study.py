@@ -74,6 +74,8 @@ def record(results: dict, store: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", help="the study's YAML")
+    parser.add_argument("--export-only", action="store_true",
+                        help="only write the chosen samples' files again (the study must have chosen)")
     args = parser.parse_args()
     study = yaml.safe_load(Path(args.study).read_text())
     out = ROOT / "docs" / "results" / study["name"]
@@ -87,6 +89,12 @@ def main() -> None:
         report(state, out)
 
     for size in study["sizes"]:
+        if args.export_only:
+            entry = state["sizes"][str(size)]
+            module, data = module_for(study, size)
+            _, harness = evaluate(module, data, study["bank"], entry["chosen"], "test", study["final_seeds"], [])
+            entry["file"] = export(study, size, module, data, harness, out)
+            continue
         run_size(study, size, state, out, save)
     save()
 
@@ -139,19 +147,27 @@ def run_size(study: dict, size: int, state: dict, out: Path, save) -> None:
         if label == "tuned":
             diffs = paired_differences(results, "teacher")
             entry["test"]["paired"] = {f"{o}/{m}": iv.as_dict() for (_, o, m), iv in diffs.items()}
-            # the chosen sample itself, as any trainer can read it (downstream seed 0's rows)
-            module._bound_data = data
-            baseline = harness.baseline("teacher", module.summary, data.real_sequences(),
-                                        module.teacher_model(), 0)
-            recipe = harness.recipe(module.inner, module.hparams.inner_batch_size)
-            file = out / f"{study['name']}_{size}.teacher.summary.pt"
-            save_summary(file, summary_payload(baseline, data.vocabulary() if hasattr(data, "vocabulary") else
-                                               [str(i) for i in range(baseline.vocab_size)], Feed("hard"),
-                                               module.learner, recipe, top_k=study.get("top_k")))
-            entry["file"] = {"path": str(file.relative_to(ROOT)), "report": size_report(file, data.train_file),
-                             "bytes": file.stat().st_size, "train_bytes": data.train_file.stat().st_size}
+            entry["file"] = export(study, size, module, data, harness, out)
         save()
         print(f"[{size}] test {label}: {scores}", flush=True)
+
+
+def export(study: dict, size: int, module, data, harness: Downstream, out: Path) -> dict:
+    """The chosen sample itself (downstream seed 0's rows), as any trainer can read it: compact under
+    ``docs/results/<name>/``, dense under ``runs/study/<name>/`` (for ``benchmarks/compact_check.py``)."""
+    module._bound_data = data
+    baseline = harness.baseline("teacher", module.summary, data.real_sequences(), module.teacher_model(), 0)
+    recipe = harness.recipe(module.inner, module.hparams.inner_batch_size)
+    vocabulary = data.vocabulary() if hasattr(data, "vocabulary") else [str(i) for i in range(baseline.vocab_size)]
+    file = out / f"{study['name']}_{size}.teacher.summary.pt"
+    dense = ROOT / "runs" / "study" / study["name"] / f"{study['name']}_{size}.teacher.dense.summary.pt"
+    dense.parent.mkdir(parents=True, exist_ok=True)
+    save_summary(dense, summary_payload(baseline, vocabulary, Feed("hard"), module.learner, recipe))
+    save_summary(file, summary_payload(baseline, vocabulary, Feed("hard"), module.learner, recipe,
+                                       top_k=study.get("top_k")))
+    return {"path": str(file.relative_to(ROOT)), "dense": str(dense.relative_to(ROOT)),
+            "report": size_report(file, data.train_file), "bytes": file.stat().st_size,
+            "train_bytes": data.train_file.stat().st_size}
 
 
 def report(state: dict, out: Path) -> None:

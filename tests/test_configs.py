@@ -14,6 +14,8 @@ def bank_maker(config):
     """The pretrain config whose TrajectoryCheckpoint writes the bank that ``config`` reads (None: reads none)."""
     init_args = yaml.safe_load(config.read_text())["model"]["init_args"]
     start, bank = init_args.get("start"), init_args.get("teacher")
+    if isinstance(bank, dict):  # a farzi_lightning.Teacher: its first bank
+        bank = bank["init_args"]["banks"][0]
     while bank is None and start is not None:
         bank = start.get("init_args", {}).get("path")
         start = start.get("init_args", {}).get("start")  # a wrapper such as SummaryWarmStart

@@ -1,0 +1,91 @@
+"""What compact storage costs: a dense ``summary.pt`` and its top-k form, each retrained with the recipe inside
+the file by the same downstream seeds, and the paired difference (compact − dense) with its 95% interval.
+
+    export FARZI_DATA_DIR=../shared/data
+    python benchmarks/compact_check.py runs/study/size_ml100k/20/seed-0/dense.summary.pt \\
+        docs/results/size_ml100k/size_ml100k_20_seed0.summary.pt --name ml100k_20
+    python benchmarks/compact_check.py DENSE COMPACT --data ptb --val-batches 20 --name ptb_200
+
+Appends its row to ``docs/results/compact/results.json`` and rewrites ``results.md`` there: bytes of both files
+beside the training file's, test metric of both, the paired difference. The compact form passes when the
+interval contains 0 or favours it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from farzi_lightning import Downstream, load_summary
+from farzi_lightning.data import InteractionDataModule, TextDataModule
+from farzi_lightning.files import atomic_write
+from farzi_lightning.inner import ReverseAdam
+from farzi_lightning.learners import build_learner
+from farzi_lightning.stats import paired
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def score(path: str, data, split: str, val_batches: int | None) -> tuple[dict, str]:
+    summary = load_summary(path)
+    recipe = summary.recipe
+    harness = Downstream(candidates=["summary"], optimizer=recipe["optimizer"], lr=recipe["lr"], steps=recipe["steps"],
+                         batch_size=recipe["batch_size"], eval_every=recipe["eval_every"], seeds=recipe["seeds"],
+                         val_batches=val_batches, patience=recipe.get("patience"))
+    learner = build_learner(summary.learner_config)
+    results = harness.evaluate(summary=summary, feed=summary.feed, learner=learner,
+                               inner=ReverseAdam(lr=recipe["lr"], steps=1), inner_batch_size=recipe["batch_size"],
+                               data=data, split=split, progress=print)
+    (name, result), = results.items()
+    return result.values, name[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dense", help="the dense summary.pt")
+    parser.add_argument("compact", help="its compact (top-k) form")
+    parser.add_argument("--name", required=True, help="the row's name")
+    parser.add_argument("--data", default="ml-100k", help="ml-100k (interactions) or ptb (text), under $FARZI_DATA_DIR")
+    parser.add_argument("--split", default="test", choices=["valid", "test"])
+    parser.add_argument("--val-batches", type=int, default=None, help="validation batches per check (PTB: 20)")
+    args = parser.parse_args()
+    seq_len = load_summary(args.dense).learner_config["init_args"]["max_len"]
+    data = TextDataModule(name="ptb", seq_len=seq_len) if args.data == "ptb" else \
+        InteractionDataModule(name=args.data, seq_len=seq_len)
+    data.setup("fit")
+    started = time.perf_counter()
+    dense, learner = score(args.dense, data, args.split, args.val_batches)
+    compact, _ = score(args.compact, data, args.split, args.val_batches)
+    metric = "ppl" if "ppl" in dense else "hr@10"
+    iv = paired(compact[metric], dense[metric])
+    row = {"name": args.name, "dense": args.dense, "compact": args.compact, "metric": metric, "split": args.split,
+           "dense_values": dense[metric], "compact_values": compact[metric], "difference": iv.as_dict(),
+           "dense_bytes": Path(args.dense).stat().st_size, "compact_bytes": Path(args.compact).stat().st_size,
+           "train_bytes": data.train_file.stat().st_size, "learner": learner,
+           "seconds": time.perf_counter() - started}
+    out = ROOT / "docs" / "results" / "compact"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["name"] != args.name] + [row]
+    text = json.dumps(rows, indent=1)
+    atomic_write(path, lambda f: f.write(text.encode()))
+    lines = ["# Compact summaries: bytes and quality", "",
+             "Command per row: `python benchmarks/compact_check.py DENSE COMPACT --name NAME` (test split, the "
+             "recipe inside each file, the same downstream seeds). Difference = compact − dense per seed, mean "
+             "and 95% t-interval.", "",
+             "| row | dense bytes | compact bytes | % of training file | metric | dense | compact | compact − dense |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d, c, diff = r["dense_values"], r["compact_values"], r["difference"]
+        mean = lambda v: sum(v) / len(v)  # noqa: E731
+        lines.append(f"| {r['name']} | {r['dense_bytes']:,} | {r['compact_bytes']:,} | "
+                     f"{100 * r['compact_bytes'] / r['train_bytes']:.1f}% | {r['metric']} | {mean(d):.4f} | "
+                     f"{mean(c):.4f} | {diff['mean']:+.4f} [{diff['lo']:+.4f}, {diff['hi']:+.4f}] |")
+    atomic_write(out / "results.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
