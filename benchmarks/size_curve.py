@@ -38,11 +38,24 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = ("popularity", "unigram")
 
 
+def chosen_teacher(study: dict, size: int) -> list[str]:
+    """``teacher_from``: the teacher chosen on validation by ``benchmarks/teacher_study.py`` for this size (or the
+    nearest size it studied), as CLI overrides."""
+    if "teacher_from" not in study:
+        return []
+    sizes = json.loads((ROOT / study["teacher_from"]).read_text())["sizes"]
+    nearest = min((s for s in sizes if "chosen" in sizes[s]), key=lambda s: abs(int(s) - size))
+    chosen = sizes[nearest]["chosen"]
+    key, targets = "--model.init_args.teacher.init_args", "--model.init_args.downstream.init_args.teacher_targets"
+    return [f"{key}.checkpoint={chosen['checkpoint']}", f"{key}.temperature={chosen['temperature']}",
+            f"{key}.runs={chosen['runs']}", f"{targets}={chosen['targets']}"]
+
+
 def cli_for(study: dict, size: int, seed: int, run_dir: Path):
     args = []
     for config in study["configs"]:
         args += ["--config", str(ROOT / config)]
-    args += list(study.get("common", [])) + [
+    args += list(study.get("common", [])) + chosen_teacher(study, size) + [
         f"--model.init_args.summary.init_args.num_sequences={size}", f"--seed_everything={seed}",
         f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false"]
