@@ -164,7 +164,7 @@ def export(study: dict, size: int, module, data, harness: Downstream, out: Path)
     dense.parent.mkdir(parents=True, exist_ok=True)
     save_summary(dense, summary_payload(baseline, vocabulary, Feed("hard"), module.learner, recipe))
     save_summary(file, summary_payload(baseline, vocabulary, Feed("hard"), module.learner, recipe,
-                                       top_k=study.get("top_k")))
+                                       top_k=study.get("top_k"), rank=study.get("rank")))
     return {"path": str(file.relative_to(ROOT)), "dense": str(dense.relative_to(ROOT)),
             "report": size_report(file, data.train_file), "bytes": file.stat().st_size,
             "train_bytes": data.train_file.stat().st_size}

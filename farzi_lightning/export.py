@@ -47,19 +47,28 @@ def _ids(t: Tensor, vocab_size: int) -> Tensor:
 
 def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None = None,
                     learner: nn.Module | None = None, recipe: dict[str, Any] | None = None,
-                    top_k: int | None = None) -> dict[str, Any]:
+                    top_k: int | None = None, rank: int | None = None) -> dict[str, Any]:
     """What ``summary.pt`` holds (plain types and tensors: loads with ``weights_only=True``):
 
     ``tokens`` (n, L) argmax ids; ``state_dict``; ``vocabulary``; ``class`` (import path); ``init_args`` (the
     summary's constructor arguments); ``feed`` (input mode and temperatures); ``learner`` (the learner config
     it was distilled for); ``recipe`` (downstream optimiser, lr, steps, batch size); with ``top_k``, ``topk``:
     ``{name: {"kind", "shape", "indices" (n, L, k), "probs" (n, L, k) float16}}`` in place of the summary's
-    ``(n, L, V)`` state entries (module docstring).
+    ``(n, L, V)`` state entries; with ``rank``, ``lowrank``: ``{name: {"kind", "shape", "left" (n, L, r),
+    "right" (r, V)}}`` float16, the best rank-r fit of the centred log-probabilities (module docstring).
     """
     config = summary.config()
     init_args = dict(config["init_args"], padding_idx=summary.padding_idx)
     state = {k: v.detach().cpu() for k, v in summary.state_dict().items()}
     payload: dict[str, Any] = {"tokens": summary.decode().cpu()}
+    if top_k is not None and rank is not None:
+        raise ValueError("choose top_k or rank, not both")
+    if rank is not None:
+        if not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank must be an integer >= 1 or None, got {rank!r}")
+        payload["lowrank"] = {name: _lowrank(summary, kind, rank, tuple(state.pop(name).shape))
+                              for name, kind in summary.distribution_tensors.items()}
+        _narrow(state, payload, summary.vocab_size)
     if top_k is not None:
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
@@ -73,16 +82,44 @@ def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None =
             compact[name] = {"kind": kind, "shape": list(state[name].shape),
                              "indices": _ids(indices, summary.vocab_size), "probs": values.half()}
             del state[name]
-        for name, value in state.items():  # token buffers
-            if value.dtype == torch.int64:
-                state[name] = _ids(value, summary.vocab_size)
         payload["topk"] = compact
-        payload["tokens"] = _ids(payload["tokens"], summary.vocab_size)
+        _narrow(state, payload, summary.vocab_size)
     payload.update({"state_dict": state, "vocabulary": list(vocabulary), "class": config["class_path"],
                     "init_args": init_args, "feed": (feed or Feed()).config(),
                     "learner": learner.config() if learner is not None else None,
                     "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in (recipe or {}).items()}})
     return payload
+
+
+def _narrow(state: dict[str, Tensor], payload: dict[str, Any], vocab_size: int) -> None:
+    """Token buffers and ids in the narrowest integer type (compact forms)."""
+    for name, value in state.items():
+        if value.dtype == torch.int64:
+            state[name] = _ids(value, vocab_size)
+    payload["tokens"] = _ids(payload["tokens"], vocab_size)
+
+
+def _lowrank(summary: Summary, kind: str, rank: int, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The best rank-``rank`` fit of the summary's centred log-probabilities, as two float16 factors of balanced
+    scale. A learner's logits are ``h @ E^T + b``: a teacher of width d labels with rank ≤ d + 1, exactly."""
+    with torch.no_grad():
+        probs = summary().detach().double().cpu()  # (n, L, V)
+    logp = torch.log(probs.clamp_min(1e-12)).reshape(-1, probs.shape[-1])
+    logp = logp - logp.mean(-1, keepdim=True)  # softmax ignores a constant per row
+    u, s, vh = torch.linalg.svd(logp, full_matrices=False)
+    r = min(rank, len(s))
+    root = s[:r].sqrt()
+    return {"kind": kind, "shape": list(shape), "left": (u[:, :r] * root).reshape(*shape[:-1], r).half(),
+            "right": (root[:, None] * vh[:r]).half()}
+
+
+def _from_lowrank(entry: dict[str, Any], temperature: float, padding_idx: int | None) -> Tensor:
+    logits = entry["left"].float() @ entry["right"].float()  # (n, L, r) @ (r, V) -> (n, L, V)
+    if padding_idx is not None:
+        logits[..., padding_idx] = float("-inf")
+    if entry["kind"] == "probs":
+        return torch.softmax(logits, -1)
+    return logits.clamp_min(-1.0e4) * temperature
 
 
 def _expand(entry: dict[str, Any], temperature: float) -> Tensor:
@@ -105,12 +142,12 @@ def save_summary(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def export_summary(summary: Summary, trainer: Trainer, feed: Feed | None = None, learner: nn.Module | None = None,
-                   recipe: dict[str, Any] | None = None, top_k: int | None = None) -> Path:
+                   recipe: dict[str, Any] | None = None, top_k: int | None = None, rank: int | None = None) -> Path:
     """Save ``summary.pt`` (see ``summary_payload``) and ``summary.txt`` (one decoded row a line); report the
     file's bytes beside the training file's; returns the ``summary.pt`` path."""
     data = trainer.datamodule
     vocabulary = data.vocabulary() if hasattr(data, "vocabulary") else [str(i) for i in range(summary.vocab_size)]
-    payload = summary_payload(summary, vocabulary, feed, learner, recipe, top_k)
+    payload = summary_payload(summary, vocabulary, feed, learner, recipe, top_k, rank)
     root = export_dir(trainer)
     save_summary(root / "summary.pt", payload)
     lines = [" ".join(vocabulary[int(i)] for i in row) for row in payload["tokens"]]
@@ -140,8 +177,11 @@ def load_summary(path: str | Path, map_location: str | torch.device = "cpu") -> 
         raise ValueError(f"{path}: written by an older version (no init_args); re-export it with `farzi fit`")
     summary = build_learner({"class_path": payload["class"], "init_args": payload["init_args"]})
     state = dict(payload["state_dict"])
+    temperature = float(getattr(summary, "temperature", 1.0))
     for name, entry in payload.get("topk", {}).items():
-        state[name] = _expand(entry, float(getattr(summary, "temperature", 1.0)))
+        state[name] = _expand(entry, temperature)
+    for name, entry in payload.get("lowrank", {}).items():
+        state[name] = _from_lowrank(entry, temperature, summary.padding_idx)
     summary.load_state_dict(state)
     summary.feed = Feed(**payload["feed"])
     summary.learner_config, summary.recipe = payload["learner"], payload["recipe"]

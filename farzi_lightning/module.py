@@ -84,6 +84,9 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
             callback (None: ``Downstream()`` defaults).
         summary_top_k: ``summary.pt`` keeps each position's k most likely tokens (renormalised) instead of all
             V (None: every probability, exact); a latent summary is stored as its factors either way.
+        summary_rank: ``summary.pt`` keeps the best rank-r fit of the log-probabilities (float16 factors) instead
+            of all V per position (None: see ``summary_top_k``); exact up to rounding when the targets come from
+            a teacher of width below r.
     """
 
     def __init__(self, learner: Learner, summary: SummaryCallable, inner_optimizer: InnerOptimizer,
@@ -92,7 +95,7 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
                  gradient_clip_val: float | None = None, learn_inner_lr: bool = False, meta_batch_size: int = 1,
                  max_nonfinite_steps: int = 5, downstream: Downstream | None = None,
-                 summary_top_k: int | None = None) -> None:
+                 summary_top_k: int | None = None, summary_rank: int | None = None) -> None:
         super().__init__()
         save_config(self)
         self.automatic_optimization = False
@@ -116,6 +119,10 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
         check_int("model.init_args.inner_batch_size", inner_batch_size, 0)
         if summary_top_k is not None:
             check_int("model.init_args.summary_top_k", summary_top_k, 1)
+        if summary_rank is not None:
+            check_int("model.init_args.summary_rank", summary_rank, 1)
+            if summary_top_k is not None:
+                raise ValueError("model.init_args: set summary_top_k or summary_rank, not both")
         self.nonfinite_streak = self.skipped_steps = 0
         if gradient_clip_val is not None and not gradient_clip_val > 0:
             raise ValueError(f"model.init_args.gradient_clip_val must be positive or null, got {gradient_clip_val}")
@@ -437,4 +444,4 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
         if self.trainer.is_global_zero:
             export_summary(self.summary, self.trainer, feed=self.feed, learner=self.learner,
                            recipe=self.downstream.recipe(self.inner, self.hparams.inner_batch_size),
-                           top_k=self.hparams.summary_top_k)
+                           top_k=self.hparams.summary_top_k, rank=self.hparams.summary_rank)

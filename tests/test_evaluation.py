@@ -379,3 +379,24 @@ def test_predict_last_is_the_last_position_of_forward():
         tokens[0, :3] = 0  # left padding
         with torch.no_grad():
             torch.testing.assert_close(learner.predict_last(tokens), learner(tokens)[:, -1])
+
+
+def test_low_rank_storage_is_exact_for_a_low_rank_teacher_and_small(tmp_path):
+    torch.manual_seed(0)
+    V, real = 300, torch.randint(1, 300, (30, 9))
+    teacher = SASRec(V, d_model=8, n_layers=1, n_heads=1, max_len=9).eval()  # logits h @ E^T + b: rank <= 9
+    baseline = make_baseline("teacher", V, 6, 9, 0, real, torch.Generator().manual_seed(3), teacher)
+    vocabulary = [str(i) for i in range(V)]
+    save_summary(tmp_path / "dense.pt", summary_payload(baseline, vocabulary, Feed("hard")))
+    save_summary(tmp_path / "low.pt", summary_payload(baseline, vocabulary, Feed("hard"), rank=10))
+    assert (tmp_path / "low.pt").stat().st_size < 0.5 * (tmp_path / "dense.pt").stat().st_size
+    loaded = load_summary(tmp_path / "low.pt")
+    assert type(loaded) is TeacherSampleSummary and torch.equal(loaded.input_ids(), baseline.tokens)
+    torch.testing.assert_close(loaded()[:, 1:], baseline()[:, 1:], atol=2e-3, rtol=0)  # float16 factors
+    assert torch.all(loaded()[..., 0] == 0)  # padding stays impossible
+    token = TokenSummary(V, 6, 9, init="teacher", padding_idx=0, inputs="fixed", temperature=2.0)
+    token.initialize(real, torch.Generator().manual_seed(3), teacher)
+    save_summary(tmp_path / "token.pt", summary_payload(token, vocabulary, Feed("hard"), rank=10))
+    torch.testing.assert_close(load_summary(tmp_path / "token.pt")()[:, 1:], token()[:, 1:], atol=2e-3, rtol=0)
+    with pytest.raises(ValueError, match="not both"):
+        summary_payload(token, vocabulary, top_k=4, rank=4)
