@@ -155,8 +155,7 @@ def run_size(study: dict, size: int, state: dict, out: Path, save) -> None:
 def export(study: dict, size: int, module, data, harness: Downstream, out: Path) -> dict:
     """The chosen sample itself (downstream seed 0's rows), as any trainer can read it: compact under
     ``docs/results/<name>/``, dense under ``runs/study/<name>/`` (for ``benchmarks/compact_check.py``)."""
-    module._bound_data = data
-    baseline = harness.baseline("teacher", module.summary, data.real_sequences(), module.teacher_model(), 0)
+    baseline = harness.baseline("teacher", module.summary, data.real_sequences(), module.teacher_model(), 0)  # cached
     recipe = harness.recipe(module.inner, module.hparams.inner_batch_size)
     vocabulary = data.vocabulary() if hasattr(data, "vocabulary") else [str(i) for i in range(baseline.vocab_size)]
     file = out / f"{study['name']}_{size}.teacher.summary.pt"
