@@ -9,10 +9,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from farzi_lightning.files import atomic_write
+from farzi_lightning.runs import hold, release
 from farzi_lightning.seeds import SEED_VAR
 from farzi_lightning.trajectories import MANIFEST, read_manifest, write_manifest
 
@@ -79,6 +81,7 @@ class TrajectoryCheckpoint(Callback):
                         "vocab_size": getattr(data, "vocab_size", None),
                         "learner": learner.config() if hasattr(learner, "config") else None}
         root = self.root(trainer)
+        hold(root / f"{self.run()}.lock", f"the bank's run {self.run()!r}")  # one writer per run of a bank
         if (root / MANIFEST).is_file():
             old = read_manifest(root)
             for key, value in self._header.items():
@@ -91,7 +94,7 @@ class TrajectoryCheckpoint(Callback):
                 rank_zero_warn(f"TrajectoryCheckpoint: discarding {staging}, left by an interrupted run")
                 shutil.rmtree(staging)
             self._entries = []
-        if self.save_init and trainer.global_step == 0:
+        if self.save_init and trainer.global_step == 0 and not self._resumed:  # a resumed run's weights are trained
             self._save(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args) -> None:
@@ -119,6 +122,12 @@ class TrajectoryCheckpoint(Callback):
         root, run = self.root(trainer), self.run()
         staging, final, old = self.staging(trainer), root / run, root / f"{run}.old"
         entries = [dict(e, max_step=trainer.global_step, file=f"{run}/{Path(e['file']).name}") for e in self._entries]
+        with FileLock(str(root / "manifest.lock"), timeout=600):  # runs of other seeds may publish at the same time
+            self._publish_locked(trainer, root, run, staging, final, old, entries)
+        release(root / f"{run}.lock")
+
+    def _publish_locked(self, trainer: Trainer, root: Path, run: str, staging: Path, final: Path, old: Path,
+                        entries: list[dict]) -> None:
         manifest = dict(self._header, entries=[])
         if (root / MANIFEST).is_file():
             manifest["entries"] = [e for e in read_manifest(root)["entries"] if e["run"] != run]

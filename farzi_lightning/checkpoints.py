@@ -2,27 +2,34 @@
 
 - ``read_checkpoint(path)`` loads with ``weights_only=True`` and turns a truncated or foreign file into one
   ``ValueError`` naming it;
-- ``check_class_paths(obj)`` refuses any ``class_path`` (or Lightning's ``_instantiator``) outside this
-  package, torch and Lightning, before anything would import it;
+- ``check_class_paths(obj)`` refuses any ``class_path`` (or Lightning's ``_instantiator``) the trust boundary
+  does not allow (``farzi_lightning.trust``: an exact class of the expected kind), before anything is imported;
 - ``find_last(root)`` is the newest ``last.ckpt`` of the runs under ``root``.
 """
 
 from __future__ import annotations
 
 import inspect
+import io
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 
-#: Import prefixes a checkpoint may name as a class to build.
-ALLOWED_PREFIXES = ("farzi_lightning.", "torch.", "lightning.", "pytorch_lightning.", "torchmetrics.")
+from .files import atomic_write
+from .trust import check_config
 
 
 def read_checkpoint(path: str | Path, key: str = "--ckpt_path") -> dict[str, Any]:
     """The checkpoint's contents (tensors and plain types only); a bad file raises naming ``key`` and path."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("**/*.ckpt"))[:2]
+        hint = f" such as {found[0]}" if found else ""
+        raise IsADirectoryError(f"{key}: {path} is a folder; name a checkpoint file in it{hint}, or use "
+                                "--ckpt_path last for the newest last.ckpt under the run's root")
     if not path.is_file():
         raise FileNotFoundError(f"{key}: {path} not found")
     if not zipfile.is_zipfile(path):
@@ -40,24 +47,23 @@ def read_checkpoint(path: str | Path, key: str = "--ckpt_path") -> dict[str, Any
                          f"by this package ({type(err).__name__})") from None
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{key}: {path} is not a Lightning checkpoint (a {type(checkpoint).__name__})")
-    check_class_paths(checkpoint.get("hyper_parameters", {}), f"{key}: {path}")
+    if "pytorch-lightning_version" not in checkpoint or "state_dict" not in checkpoint:
+        if "tokens" in checkpoint and "class" in checkpoint:
+            what = "a summary.pt (retrain on it with farzi_lightning.load_summary; resume from the run's .ckpt)"
+        elif checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            what = "a learner's weights (a trajectory bank's step file; a bank is read as model.init_args.teacher)"
+        else:
+            what = f"not a Lightning checkpoint (keys {sorted(map(str, checkpoint))[:5]})"
+        raise ValueError(f"{key}: {path} is {what}; a Lightning checkpoint ends in .ckpt, e.g. "
+                         "<run>/checkpoints/last.ckpt")
+    for part in ("hyper_parameters", "datamodule_hyper_parameters"):
+        check_class_paths(checkpoint.get(part) or {}, f"{key}: {path}")
     return checkpoint
 
 
 def check_class_paths(obj: Any, where: str) -> None:
-    """Refuse any ``class_path``, ``_class_path`` or ``_instantiator`` outside ``ALLOWED_PREFIXES``."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if k in ("class_path", "_class_path", "_instantiator") and isinstance(v, str):
-                if not v.startswith(ALLOWED_PREFIXES):
-                    raise ValueError(f"{where}: names the class {v!r}; only classes of "
-                                     f"{', '.join(p.rstrip('.') for p in ALLOWED_PREFIXES)} are built from a "
-                                     "checkpoint")
-            else:
-                check_class_paths(v, where)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            check_class_paths(v, where)
+    """Refuse any ``class_path`` the trust boundary does not allow (``farzi_lightning.trust.check_config``)."""
+    check_config(obj, where)
 
 
 def checkpoint_class(checkpoint: dict[str, Any]) -> str | None:
@@ -73,7 +79,29 @@ def find_last(root: str | Path) -> Path | None:
 
 class VerifiedLoad:
     """Mixin for LightningModules: ``load_from_checkpoint`` verifies the file first (``read_checkpoint``), so a
-    damaged file is named and a checkpoint naming foreign classes is refused before Lightning imports them."""
+    damaged file is named and a checkpoint naming foreign classes is refused before Lightning imports them; a
+    checkpoint records its data's fingerprint, and one restored by a Trainer onto other data (another data set or
+    preprocessing, even with the same vocabulary size) is refused unless ``allow_other_data`` (the CLI's
+    ``--other_data true``) says it is intended."""
+
+    #: Whether a checkpoint of other data may be restored (``farzi ... --other_data true``).
+    allow_other_data: bool = False
+
+    def _data_fingerprint(self) -> str | None:
+        trainer = getattr(self, "_trainer", None)
+        return getattr(getattr(trainer, "datamodule", None), "fingerprint", None)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        fingerprint = self._data_fingerprint()
+        if fingerprint is not None:
+            checkpoint["data_fingerprint"] = fingerprint
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored, current = checkpoint.get("data_fingerprint"), self._data_fingerprint()
+        if stored and current and stored != current and not self.allow_other_data:
+            raise ValueError(f"--ckpt_path: the checkpoint was trained on data with fingerprint {stored}, but the "
+                             f"configured data's is {current} (another data set or preprocessing); pass "
+                             "--other_data true if that is intended")
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
@@ -96,3 +124,15 @@ def save_config(module) -> None:
             module.hparams[key] = value.config()
         else:
             del module.hparams[key]  # an object without a recorded config (a callable factory, a module)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through ``atomic_write``: a crash or a full disk leaves the previous file
+    (or none) under the final name, never a truncated one. The ``farzi`` command installs it."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))

@@ -9,7 +9,10 @@ The data's vocabulary size (or item-id count) is linked into the learner, so no 
 
 from __future__ import annotations
 
+import difflib
+import errno
 import importlib
+import inspect
 import logging
 import os
 import re
@@ -17,11 +20,15 @@ import sys
 from pathlib import Path
 
 from jsonargparse import Namespace
+from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
-from .checkpoints import checkpoint_class, find_last, read_checkpoint
+from .checkpoints import AtomicCheckpointIO, checkpoint_class, find_last, read_checkpoint
 from .distributed import check_precision, check_strategy
+from .runs import claim_version
 
 
 def condense(message: str) -> str:
@@ -30,13 +37,29 @@ def condense(message: str) -> str:
     if not keys:
         return message.strip().splitlines()[0] if message.strip() else message
     tail = message.rsplit(f'Parser key "{keys[-1]}"', 1)[1].lstrip(":").strip()
-    skip = ("- Expected a <class 'NoneType'>", "Given value", "Subtypes:", "Errors:", "Does not validate against any",
-            "- Problem with given class_path")
+    skip = ("Expected a <class 'NoneType'>", "Given value", "Subtypes:", "Errors:", "Does not validate against any",
+            "Problem with given class_path")
     reasons = [line.strip().lstrip("- ") for line in tail.splitlines()
-               if line.strip() and not line.strip().startswith(skip)]
+               if line.strip() and not line.strip().lstrip("- ").startswith(skip)]
     reason = reasons[0].split(". Got value: Namespace(")[0] if reasons else ""
     key = ".init_args.".join(keys)
+    unknown = re.fullmatch(r"Option '([^']+)' is not accepted", reason)
+    classes = re.findall(r"Problem with given class_path '([^']+)'", tail)
+    if unknown and classes:
+        return f"{key}.init_args.{unknown.group(1)}: not an argument of {classes[-1]}" + _accepted(classes[-1],
+                                                                                                  unknown.group(1))
     return f"{key}: {reason}" if reason else key
+
+
+def _accepted(class_path: str, given: str) -> str:
+    """``; did you mean 'steps'? It takes: steps, lr, ...`` for a class the parser has already imported."""
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(sys.modules.get(module), name, None)
+    if cls is None:
+        return ""
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    close = difflib.get_close_matches(given, params, n=1)
+    return (f"; did you mean {close[0]!r}?" if close else "") + f" It takes: {', '.join(params)}"
 
 
 class FarziParser(LightningArgumentParser):
@@ -58,6 +81,9 @@ class FarziCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.learner.init_args.vocab_size",
                               apply_on="instantiate")
+        parser.add_argument("--other_data", type=bool, default=False,
+                            help="Allow --ckpt_path to restore a checkpoint trained on other data (another data set "
+                                 "or preprocessing; refused by default)")
         parser.add_argument("--tiny", type=bool, default=False,
                             help="Shrink a distillation to a run of seconds (configs/overrides/tiny.yaml sets it): "
                                  + ", ".join(f"{k.rpartition('init_args.')[2]} <= {v}" for k, v in TINY.items()))
@@ -86,6 +112,9 @@ class FarziCLI(LightningCLI):
             return
         config = self.config[subcommand]
         path = config.ckpt_path
+        if path == "init":  # score the model as built: said, not assumed
+            config.ckpt_path, self._as_built = None, True
+            return
         if path == "last":
             root = Path(config.trainer.get("default_root_dir") or os.getcwd())  # as Lightning's default logger
             found = find_last(root)
@@ -114,12 +143,24 @@ class FarziCLI(LightningCLI):
             return
         from .module import FarziLightningModule
 
-        if not issubclass(getattr(importlib.import_module(module), name, object), FarziLightningModule):
-            if self.subcommand == "predict":
-                raise ValueError("farzi predict decodes a distilled summary: give it a distillation config and "
-                                 "checkpoint (for a pretrain config, farzi test reports its metrics)")
-            return  # pretraining (LearnerModule) may use any strategy Lightning offers
         steps = config.trainer.get("max_steps")
+        if isinstance(steps, int) and steps < -1:
+            raise ValueError(f"trainer.max_steps must be -1 (no limit) or an integer >= 0, got {steps}")
+        distillation = issubclass(getattr(importlib.import_module(module), name, object), FarziLightningModule)
+        if not distillation and self.subcommand == "predict":
+            raise ValueError("farzi predict decodes a distilled summary: give it a distillation config and "
+                             "checkpoint (for a pretrain config, farzi test reports its metrics)")
+        if self.subcommand in ("test", "validate", "predict"):
+            if not config.get("ckpt_path") and not getattr(self, "_as_built", False):
+                what = "the initial summary (before any outer step)" if distillation else "an untrained model"
+                raise ValueError(f"--ckpt_path: farzi {self.subcommand} needs a checkpoint (a .ckpt file, or last for "
+                                 f"the newest last.ckpt under trainer.default_root_dir); without one it would report "
+                                 f"{what}; --ckpt_path init does that on purpose")
+            if getattr(self, "_as_built", False):
+                what = "the initial summary (before any outer step)" if distillation else "an untrained model"
+                rank_zero_warn(f"--ckpt_path init: farzi {self.subcommand} reports {what}, as configured")
+        if not distillation:
+            return  # pretraining (LearnerModule) may use any strategy Lightning offers
         if config.trainer.get("max_epochs") is None and isinstance(steps, int) and steps > 0:
             config.trainer.max_epochs = steps  # never the limit (a step per epoch at least); the bar no longer reads -2
         if self.subcommand == "validate" and not config.trainer.get("limit_val_batches"):
@@ -131,6 +172,24 @@ class FarziCLI(LightningCLI):
             check_precision(config.trainer.precision)
         except ValueError as err:
             self.parser.error(str(err))
+
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, writing checkpoints atomically (``AtomicCheckpointIO``) unless a plugin of the config
+        writes them its own way."""
+        plugins = kwargs.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("other_data") and hasattr(self.model, "allow_other_data"):
+            self.model.allow_other_data = True
+        for logger in self.trainer.loggers:  # a run folder of its own, held for the run
+            claim_version(logger)
 
 
 def build(args: list[str] | None = None, run: bool = True) -> FarziCLI:
@@ -181,7 +240,11 @@ TINY = {
 }
 
 #: Exceptions that describe bad input (a config value, a file, a checkpoint): shown as one line, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+               MisconfigurationException)
+
+#: ``OSError`` numbers that describe the machine, not a bug: shown as one line naming the file.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 _PARSED: dict = {}
@@ -245,20 +308,52 @@ def root_cause(err: BaseException) -> BaseException:
     return next((e for e in users if str(e).startswith(KEYED)), users[-1] if users else err)
 
 
+def check_yaml_files(args: list[str]) -> None:
+    """Every ``--config`` file parses as YAML; else ``ValueError`` with its ``file:line:column`` (jsonargparse
+    reports the position but not the file)."""
+    import yaml
+
+    files = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
+    files += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            continue  # jsonargparse reports a missing file (or a config given inline) itself
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.MarkedYAMLError as err:
+            mark, context = err.problem_mark or err.context_mark, err.context_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            detail = f" ({err.context} at line {context.line + 1}, column {context.column + 1})" if context else ""
+            raise ValueError(f"{where}: invalid YAML: {err.problem or err.context}{detail}") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``farzi`` console script. A user error ends with its one-line cause (naming the key,
     file or line) and exit status 2; ``FARZI_TRACEBACK=1`` shows the traceback instead."""
     try:
+        check_yaml_files(sys.argv[1:] if args is None else args)
         build(args)
-    except USER_ERRORS as err:
-        if os.environ.get("FARZI_TRACEBACK"):
+    except (*USER_ERRORS, OSError) as err:
+        disk = isinstance(err, OSError) and err.errno in DISK_ERRORS
+        if os.environ.get("FARZI_TRACEBACK") or not (disk or isinstance(err, USER_ERRORS)):
             raise
-        cause = root_cause(err)
-        message = keyed(str(cause), locate(cause, _PARSED.get("config", {})))
-        if isinstance(cause, FileNotFoundError) and cause.filename and str(cause.filename) not in message:
-            message = f"{cause.filename}: {message}"
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+def one_line(err: BaseException) -> str:
+    """What a user error says: its cause, with the config key or file in front."""
+    if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+        return (f"{err.filename or 'writing a file'}: {err.strerror}; free space (or write elsewhere, e.g. "
+                "trainer.default_root_dir), then resume with --ckpt_path last")
+    cause = root_cause(err)
+    message = keyed(str(cause), locate(cause, _PARSED.get("config", {})))
+    if isinstance(cause, FileNotFoundError) and cause.filename and str(cause.filename) not in message:
+        message = f"{cause.filename}: {message}"
+    return message
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ rebuilds the same ``Summary`` class, whose distributions are then the stored (re
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -166,16 +167,43 @@ def size_report(path: Path, train_file: Path | None) -> str:
     return line
 
 
+#: What every ``summary.pt`` holds (``summary_payload``).
+SUMMARY_KEYS = ("tokens", "state_dict", "vocabulary", "class", "init_args", "feed", "learner", "recipe")
+
+
+def read_summary_file(path: str | Path) -> dict[str, Any]:
+    """The payload of a ``summary.pt``, loaded with ``weights_only=True``; a missing, damaged, foreign or older
+    file raises one ``ValueError`` naming it and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found" + (" (a directory; name its summary.pt)" if path.is_dir() else ""))
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a complete summary.pt (truncated, or not written by torch.save)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- damaged archive or an object the weights-only unpickler refuses
+        raise ValueError(f"{path}: not a readable summary.pt ({type(err).__name__}: "
+                         f"{str(err).strip().splitlines()[0][:120]}); nothing in it was run") from None
+    if not isinstance(payload, dict) or "tokens" not in payload or "state_dict" not in payload:
+        found = sorted(payload)[:6] if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path}: not a summary.pt (found {found}; a checkpoint is read with --ckpt_path, a "
+                         "summary with farzi_lightning.load_summary)")
+    missing = [k for k in SUMMARY_KEYS if k not in payload]
+    if missing:
+        raise ValueError(f"{path}: a summary.pt without {', '.join(missing)} (written by an older version); "
+                         "re-export it with `farzi fit`")
+    return payload
+
+
 def load_summary(path: str | Path, map_location: str | torch.device = "cpu") -> Summary:
     """Rebuild the ``Summary`` module of a ``summary.pt`` from the file alone.
 
     The returned module also carries ``feed`` (a ``Feed``), ``learner_config`` and ``recipe`` from the file,
     so ``farzi_lightning.bilevel.train_steps`` can train any learner on it as ``farzi test`` did.
     """
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if "init_args" not in payload:
-        raise ValueError(f"{path}: written by an older version (no init_args); re-export it with `farzi fit`")
-    summary = build_learner({"class_path": payload["class"], "init_args": payload["init_args"]})
+    payload = read_summary_file(path)
+    summary = build_learner({"class_path": payload["class"], "init_args": payload["init_args"]}, f"{path}: class",
+                            Summary)
     state = dict(payload["state_dict"])
     temperature = float(getattr(summary, "temperature", 1.0))
     for name, entry in payload.get("topk", {}).items():

@@ -117,6 +117,10 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
         check_int("model.init_args.meta_batch_size", meta_batch_size, 1)
         check_int("model.init_args.max_nonfinite_steps", max_nonfinite_steps, 1)
         check_int("model.init_args.inner_batch_size", inner_batch_size, 0)
+        if inner_batch_size > self.summary.num_sequences:
+            rank_zero_warn(f"model.init_args.inner_batch_size={inner_batch_size} is larger than the summary "
+                           f"(model.init_args.summary.init_args.num_sequences={self.summary.num_sequences}): every "
+                           f"inner step reads all {self.summary.num_sequences} rows")
         if summary_top_k is not None:
             check_int("model.init_args.summary_top_k", summary_top_k, 1)
         if summary_rank is not None:

@@ -115,8 +115,15 @@ class TrajectoryBank:
         """The checkpoint's parameters (fresh tensors: callers may modify them)."""
         key = (index, str(map_location))
         if key not in self._cache:
-            self._cache[key] = torch.load(self.root / self.entries[index]["file"], map_location=map_location,
-                                          weights_only=True)
+            path = self.root / self.entries[index]["file"]
+            try:
+                self._cache[key] = torch.load(path, map_location=map_location, weights_only=True)
+            except Exception as err:  # noqa: BLE001 -- the weights-only unpickler refuses foreign objects
+                raise ValueError(f"{path}: not a bank checkpoint of tensors ({type(err).__name__}: "
+                                 f"{str(err).strip().splitlines()[0][:120]}); nothing in it was run") from None
+            if not isinstance(self._cache[key], dict):
+                raise ValueError(f"{path}: not a bank checkpoint (a {type(self._cache.pop(key)).__name__}, "
+                                 "expected a state_dict)")
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
@@ -147,7 +154,7 @@ class TrajectoryBank:
         """The learner of checkpoint ``index`` (None: ``best_index()``), rebuilt from the bank's architecture."""
         from .learners import build_learner
 
-        learner = build_learner(self.learner_config)
+        learner = build_learner(self.learner_config, f"{self.root / MANIFEST}: learner")
         learner.load_state_dict(self.load(self.best_index() if index is None else index))
         return learner.to(map_location).eval()
 

@@ -61,6 +61,16 @@ def world(tmp_path_factory):
     crafted = torch.load(ckpt, weights_only=True)
     crafted["hyper_parameters"]["optimizer"]["class_path"] = "subprocess.Popen"
     torch.save(crafted, root / "crafted.ckpt")
+    (root / "ratings_nan.csv").write_text("asin,reviewer,rating,time\nB1,A1,5,1\nB2,A1,5,nan\n")
+    shutil.copy(root / "ratings_nan.csv", data / "ratings_nan.csv")
+    (root / "broken.yaml").write_text("trainer:\n  max_steps: [1\n")
+    one_word = root / "one_word"
+    shutil.copytree(corpus, one_word)
+    (one_word / "novel.train.txt").write_text("w1\n")
+    from farzi_lightning.export import save_summary, summary_payload
+    from farzi_lightning.summaries import TokenSummary
+
+    save_summary(root / "a.summary.pt", summary_payload(TokenSummary(2, 3, 7), [str(i) for i in range(7)]))
     other = root / "other_bank"
     other.mkdir()
     (other / "manifest.json").write_text(json.dumps({"vocab_size": 5, "fingerprint": "x", "entries": []}))
@@ -186,9 +196,35 @@ CASES = [
      "is a checkpoint of farzi_lightning.LearnerModule, but the config's model is "
      "farzi_lightning.FarziLightningModule"),
     ("crafted class path", lambda w: distil(w, f"--ckpt_path={w}/crafted.ckpt"),
-     "names the class 'subprocess.Popen'; only classes of farzi_lightning, torch, lightning"),
+     "crafted.ckpt: optimizer.class_path names 'subprocess.Popen', which is not a buildable"),
     ("nothing to resume", lambda w: distil(w, "--ckpt_path=last", f"--trainer.default_root_dir={w}/fresh"),
      "--ckpt_path last: no last.ckpt under"),
+    ("checkpoint is a summary.pt", lambda w: distil(w, f"--ckpt_path={w}/a.summary.pt"),
+     "a.summary.pt is a summary.pt (retrain on it with farzi_lightning.load_summary"),
+    ("checkpoint is a bank step file", lambda w: distil(w, f"--ckpt_path={next(w.glob('cut_bank/seed-0/step-*.pt'))}"),
+     "is a learner's weights (a trajectory bank's step file"),
+    ("checkpoint is a folder", lambda w: distil(w, f"--ckpt_path={w}/runs"), "runs is a folder; name a checkpoint file"),
+    ("checkpoint of other data", lambda w: ["test", *pretrain(w, "--data.init_args.dedup=false")[1:],
+                                            f"--ckpt_path={last_ckpt(w)}"],
+     "the checkpoint was trained on data with fingerprint"),
+    ("test without a checkpoint", lambda w: ["test", *pretrain(w)[1:]],
+     "--ckpt_path: farzi test needs a checkpoint (a .ckpt file, or last"),
+    ("validate a distillation without a checkpoint", lambda w: ["validate", *distil(w)[1:]],
+     "it would report the initial summary (before any outer step); --ckpt_path init does that on purpose"),
+    # -- messages that say what to fix
+    ("YAML syntax error", lambda w: pretrain(w, "--config", f"{w}/broken.yaml"),
+     "broken.yaml:3:1: invalid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence at line 2, "
+     "column 14)"),
+    ("nested key typo", lambda w: distil(w, "--model.init_args.inner_optimizer.init_args.stepz=3"),
+     "error: model.init_args.inner_optimizer.init_args.stepz: not an argument of farzi_lightning.inner.ReverseAdam; "
+     "did you mean 'steps'?"),
+    ("max_steps negative", lambda w: pretrain(w, "--trainer.max_steps=-3"),
+     "error: trainer.max_steps must be -1 (no limit) or an integer >= 0, got -3"),
+    # -- data that would have passed silently
+    ("timestamp not finite", lambda w: pretrain(w, "--data.init_args.file=ratings_nan.csv"),
+     "ratings_nan.csv:3: timestamp 'nan' in column 3 is not a finite number"),
+    ("one-word training split", lambda w: text(w, "one_word"),
+     "novel.train.txt: the train split has 2 token(s) (end-of-line markers included); at least"),
 ]
 
 
@@ -225,7 +261,8 @@ def test_the_table_has_thirty_cases():
 def test_load_from_checkpoint_refuses_damaged_and_foreign_files(world):
     from farzi_lightning import FarziLightningModule, LearnerModule
 
-    with pytest.raises(ValueError, match=r"checkpoint_path: .*crafted.ckpt: names the class 'subprocess.Popen'"):
+    with pytest.raises(ValueError, match=r"checkpoint_path: .*crafted.ckpt: optimizer.class_path names "
+                                         r"'subprocess.Popen', which is not a buildable"):
         LearnerModule.load_from_checkpoint(world / "crafted.ckpt")
     with pytest.raises(ValueError, match=r"checkpoint_path: .*truncated.ckpt is not a complete checkpoint"):
         FarziLightningModule.load_from_checkpoint(str(world / "truncated.ckpt"))

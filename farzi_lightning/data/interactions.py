@@ -7,6 +7,7 @@ the last item is the test target, the second last the validation target, the res
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -75,6 +76,9 @@ def read_interactions(path: Path, *, delimiter: str = "\t", header: bool = False
         except ValueError:
             raise ValueError(f"{path}:{n}: timestamp {ts!r} in column {timestamp_col} is neither a number nor an "
                              "ISO-8601 date") from None
+        if not math.isfinite(stamp):
+            raise ValueError(f"{path}:{n}: timestamp {ts!r} in column {timestamp_col} is not a finite number (it "
+                             "would scramble the user's order and so the leave-last-out split)")
         rows.append((user, item, stamp, n))
     if not rows:
         raise ValueError(f"{path}: no interactions found (the file is empty{' but for its header' if header else ''})")

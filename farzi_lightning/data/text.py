@@ -172,6 +172,13 @@ class TextDataModule(FilesDataModule):
         lines = {s: read_words(p, h.encoding) for s, p in files.items()}
         vocab = Vocabulary(lines["train"], h.max_vocab, held_out=lines["valid"] + lines["test"])
         self._streams = {s: vocab.encode(lines[s], files[s]) for s in SPLITS}
+        for split, stream in self._streams.items():
+            need = h.seq_len + 1 if split == "train" else 2
+            if len(stream) < need:
+                purpose = (f"train on one window of data.init_args.seq_len={h.seq_len}" if split == "train"
+                           else "score one next word")
+                raise ValueError(f"{files[split]}: the {split} split has {len(stream)} token(s) (end-of-line markers "
+                                 f"included); at least {need} are needed to {purpose}")
         unk = vocab.stoi.get(UNK)
         counts = {s: int((self._streams[s] == unk).sum()) if unk is not None else 0 for s in SPLITS}
         rank_zero_info(f"{root}: vocabulary of {len(vocab):,} from {files['train'].name}; <unk> tokens: "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +23,19 @@ def fingerprint(train: Tensor, vocab_size: int) -> str:
     return hashlib.sha1(train.contiguous().numpy().tobytes() + str(vocab_size).encode()).hexdigest()[:16]
 
 
+#: The UTF-8 byte-order mark some editors and spreadsheet exports put at the start of a file.
+BOM = b"\xef\xbb\xbf"
+
+
 def read_lines(path: Path, encoding: str = "utf-8", key: str = "data.init_args.encoding") -> list[str]:
     """The file's lines, decoded one by one so that a bad byte is reported with its ``file:line``."""
     try:
         raw = Path(path).read_bytes()
     except IsADirectoryError:
         raise ValueError(f"{path}: is a folder, expected a file") from None
+    if encoding.replace("-", "").replace("_", "").lower() in ("utf8", "utf8sig") and raw.startswith(BOM):
+        raw = raw[len(BOM):]  # a byte-order mark would glue itself to the first id or word
+        warnings.warn(f"{path}: removed the UTF-8 byte-order mark at the start of the file", stacklevel=2)
     lines = []
     for n, line in enumerate(raw.splitlines(), 1):
         try:

@@ -36,7 +36,8 @@ class BankLearner(Learner):
         if config.get("init_args", {}).get("vocab_size") != vocab_size:
             raise ValueError(f"{Path(path) / 'manifest.json'}: the bank's learner has vocab_size="
                              f"{config.get('init_args', {}).get('vocab_size')}, the data has {vocab_size}")
-        return build_learner(config)  # not a BankLearner: Python then skips __init__
+        # not a BankLearner: Python then skips __init__
+        return build_learner(config, f"{Path(path) / 'manifest.json'}: learner")
 
     def forward(self, tokens: Tensor) -> Tensor:  # pragma: no cover - never an instance of this class
         raise NotImplementedError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 from abc import ABCMeta, abstractmethod
 from typing import Any
@@ -79,7 +78,11 @@ class Learner(RecordsInit, nn.Module, metaclass=ABCMeta):
         require(self, LEARNER, "Learner", type(self).__name__)
 
 
-def build_learner(config: dict[str, Any]) -> nn.Module:
-    """Instantiate ``{"class_path": "pkg.mod.Class", "init_args": {...}}`` (any recorded class, not only learners)."""
-    module, _, name = config["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(**config.get("init_args", {}))
+def build_learner(config: dict[str, Any], where: str = "learner config", bases: type | tuple[type, ...] | None = None
+                  ) -> nn.Module:
+    """Instantiate ``{"class_path": "pkg.mod.Class", "init_args": {...}}``: a ``Learner`` (or a subclass of
+    ``bases``), resolved through the trust boundary (``farzi_lightning.trust``), so a config read from a file
+    (a bank's manifest, a ``summary.pt``) builds nothing else; ``where`` names that file in the refusal."""
+    from ..trust import build
+
+    return build(config, Learner if bases is None else bases, where)
