@@ -121,6 +121,10 @@ class TrajectoryCheckpoint(Callback):
         """The run is complete: its folder and entries replace the bank's (old run folder removed last)."""
         root, run = self.root(trainer), self.run()
         staging, final, old = self.staging(trainer), root / run, root / f"{run}.old"
+        if not staging.exists():  # a resumed run that had already been published: nothing new to add
+            rank_zero_warn(f"TrajectoryCheckpoint: run {run!r} of {root} was already complete; the bank is unchanged")
+            release(root / f"{run}.lock")
+            return
         entries = [dict(e, max_step=trainer.global_step, file=f"{run}/{Path(e['file']).name}") for e in self._entries]
         with FileLock(str(root / "manifest.lock"), timeout=600):  # runs of other seeds may publish at the same time
             self._publish_locked(trainer, root, run, staging, final, old, entries)

@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from .checkpoints import AtomicCheckpointIO, checkpoint_class, find_last, read_checkpoint
 from .distributed import check_precision, check_strategy
-from .runs import claim_version
+from .runs import claim_version, release
 
 
 def condense(message: str) -> str:
@@ -188,8 +188,17 @@ class FarziCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("other_data") and hasattr(self.model, "allow_other_data"):
             self.model.allow_other_data = True
-        for logger in self.trainer.loggers:  # a run folder of its own, held for the run
-            claim_version(logger)
+        self._claimed = [f for f in map(claim_version, self.trainer.loggers) if f is not None]  # held for the run
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        finally:
+            for folder in getattr(self, "_claimed", []):
+                release(folder / "run.lock")
+                if [p.name for p in folder.iterdir()] == ["run.lock"]:  # a run refused before it wrote anything
+                    (folder / "run.lock").unlink()
+                    folder.rmdir()
 
 
 def build(args: list[str] | None = None, run: bool = True) -> FarziCLI:
