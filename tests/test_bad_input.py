@@ -70,7 +70,8 @@ def world(tmp_path_factory):
     from farzi_lightning.export import save_summary, summary_payload
     from farzi_lightning.summaries import TokenSummary
 
-    save_summary(root / "a.summary.pt", summary_payload(TokenSummary(2, 3, 7), [str(i) for i in range(7)]))
+    summary = TokenSummary(vocab_size=7, num_sequences=2, seq_len=3)
+    save_summary(root / "a.summary.pt", summary_payload(summary, [str(i) for i in range(7)]))
     other = root / "other_bank"
     other.mkdir()
     (other / "manifest.json").write_text(json.dumps({"vocab_size": 5, "fingerprint": "x", "entries": []}))

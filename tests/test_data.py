@@ -178,19 +178,19 @@ def test_any_corpus_naming_explicit_files_and_what_was_found(tmp_path):
     assert dm.vocabulary() == ["<eos>", "cat", "sat", "the"]
     (tmp_path / "novel.test.txt").rename(tmp_path / "novel.heldout.txt")
     with pytest.raises(FileNotFoundError, match=r"found notes.txt, novel.heldout.txt, novel.train.txt, novel.valid"):
-        TextDataModule(data_dir=str(tmp_path), name="novel", download=False).setup()
+        TextDataModule(data_dir=str(tmp_path), name="novel", seq_len=2, download=False).setup()
     files = {"train": "novel.train.txt", "valid": "novel.valid.txt", "test": "novel.heldout.txt"}
-    assert TextDataModule(data_dir=str(tmp_path), name="novel", files=files, download=False).vocab_size == 4
+    assert TextDataModule(data_dir=str(tmp_path), name="novel", files=files, seq_len=2, download=False).vocab_size == 4
     with pytest.raises(FileNotFoundError, match=r"data.init_args.files.test: .*gone.txt not found"):
-        TextDataModule(data_dir=str(tmp_path), files={**files, "test": "gone.txt"}, download=False).setup()
+        TextDataModule(data_dir=str(tmp_path), files={**files, "test": "gone.txt"}, seq_len=2, download=False).setup()
     write(tmp_path, "a\n", "other.train.txt")
     with pytest.raises(ValueError, match=r"several train files \(novel.train.txt, other.train.txt\)"):
-        TextDataModule(data_dir=str(tmp_path), name="novel", download=False).setup()
+        TextDataModule(data_dir=str(tmp_path), name="novel", seq_len=2, download=False).setup()
     write(tmp_path, b"ok\nna\xefve\n", "bad.txt")
     with pytest.raises(ValueError, match=r"bad.txt:2: byte 0xef at column 3 is not valid utf-8 text"):
-        TextDataModule(data_dir=str(tmp_path), files={**files, "valid": "bad.txt"}, download=False).setup()
+        TextDataModule(data_dir=str(tmp_path), files={**files, "valid": "bad.txt"}, seq_len=2, download=False).setup()
     latin = TextDataModule(data_dir=str(tmp_path), files={**files, "valid": "bad.txt"}, encoding="latin-1",
-                           max_vocab=3, download=False)
+                           max_vocab=3, seq_len=2, download=False)
     assert latin.vocabulary() == ["<eos>", "<unk>", "cat"]  # na\xefve decodes, and maps to <unk>
 
 
@@ -272,3 +272,36 @@ def test_download_when_absent_is_checked_and_failures_are_clear(tmp_path, monkey
     with pytest.raises(FileNotFoundError, match="wrong md5"):
         InteractionDataModule(data_dir=str(tmp_path / "ml-100k")).prepare_data()
     assert not (tmp_path / "ml-100k" / "u.data").exists()  # nothing half-downloaded takes the real name
+
+
+def test_a_byte_order_mark_is_removed_aloud(tmp_path):
+    """A UTF-8 BOM would glue itself to the first user id (losing an event) or the first word (a new word)."""
+    plain = read_interactions(write(tmp_path, HAND_MADE))
+    with pytest.warns(UserWarning, match=r"bom.tsv: removed the UTF-8 byte-order mark"):
+        marked = read_interactions(write(tmp_path, b"\xef\xbb\xbf" + HAND_MADE.encode(), "bom.tsv"))
+    assert [r[:3] for r in marked] == [r[:3] for r in plain]
+    for split in ("train", "valid", "test"):
+        write(tmp_path, "a b c d e f\n" * 3, f"{split}.txt")
+    words = TextDataModule(data_dir=str(tmp_path), name="corpus", download=False, seq_len=4).vocabulary()
+    (tmp_path / "train.txt").write_bytes(b"\xef\xbb\xbf" + b"a b c d e f\n" * 3)
+    with pytest.warns(UserWarning, match=r"train.txt: removed the UTF-8 byte-order mark"):
+        assert TextDataModule(data_dir=str(tmp_path), name="corpus", download=False, seq_len=4).vocabulary() == words
+
+
+@pytest.mark.parametrize("stamp", ["nan", "inf", "-inf"])
+def test_non_finite_timestamps_are_refused_with_file_and_line(tmp_path, stamp):
+    with pytest.raises(ValueError, match=rf"log.tsv:2: timestamp '{stamp}' in column 3 is not a finite number"):
+        read_interactions(write(tmp_path, f"7\t10\t5\t1\n7\t11\t5\t{stamp}\n"))
+
+
+def test_text_splits_too_small_to_train_or_score_are_refused(tmp_path):
+    for split in ("train", "valid", "test"):
+        write(tmp_path, "a b c d e f\n", f"{split}.txt")
+    TextDataModule(data_dir=str(tmp_path), name="corpus", download=False, seq_len=6).setup("fit")  # 7 tokens: one window
+    with pytest.raises(ValueError, match=r"train.txt: the train split has 7 token\(s\) .*at least 8 are needed to "
+                                         r"train on one window of data.init_args.seq_len=7"):
+        TextDataModule(data_dir=str(tmp_path), name="corpus", download=False, seq_len=7).setup("fit")
+    write(tmp_path, "a\n", "valid.txt")
+    with pytest.raises(ValueError, match=r"valid.txt: the valid split has 2 token\(s\) .*at least 7 are needed to "
+                                         r"score one window of data.init_args.seq_len=6"):
+        TextDataModule(data_dir=str(tmp_path), name="corpus", download=False, seq_len=6).setup("fit")

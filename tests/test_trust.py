@@ -176,3 +176,35 @@ def test_a_crafted_downstream_learner_in_a_distillation_checkpoint_runs_nothing(
     with pytest.raises(UntrustedFile, match=r"downstream\.init_args\.learners\[0\]\.class_path names"):
         FarziLightningModule.load_from_checkpoint(path)
     assert not marker.exists()
+
+
+def test_a_damaged_or_foreign_summary_file_is_named(tmp_path):
+    from farzi_lightning.export import save_summary, summary_payload
+
+    good = save_summary(tmp_path / "good.summary.pt",
+                        summary_payload(TokenSummary(7, num_sequences=2, seq_len=3), [str(i) for i in range(7)]))
+    (tmp_path / "cut.summary.pt").write_bytes(good.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"cut.summary.pt: not a complete summary.pt \(truncated"):
+        load_summary(tmp_path / "cut.summary.pt")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match=r"weights.pt: not a summary.pt \(found \['w'\]"):
+        load_summary(tmp_path / "weights.pt")
+    old = torch.load(good, weights_only=True)
+    del old["init_args"], old["feed"]
+    torch.save(old, tmp_path / "old.summary.pt")
+    with pytest.raises(ValueError, match=r"old.summary.pt: a summary.pt without init_args, feed \(written by an older"):
+        load_summary(tmp_path / "old.summary.pt")
+    with pytest.raises(FileNotFoundError, match=r"a directory; name its summary.pt"):
+        load_summary(tmp_path)
+    assert load_summary(good).num_sequences == 2
+
+
+def test_an_inner_batch_larger_than_the_summary_is_said():
+    from farzi_lightning import FarziLightningModule
+    from farzi_lightning.inner import ReverseAdam
+
+    learner = SASRec(7, d_model=8, n_layers=1, n_heads=1, max_len=4)
+    with pytest.warns(UserWarning, match=r"model.init_args.inner_batch_size=8 is larger than the summary "
+                                         r"\(model.init_args.summary.init_args.num_sequences=3\): every inner step"):
+        FarziLightningModule(learner, lambda v: TokenSummary(v, num_sequences=3, seq_len=4), ReverseAdam(steps=2),
+                             inner_batch_size=8)

@@ -173,10 +173,10 @@ class TextDataModule(FilesDataModule):
         vocab = Vocabulary(lines["train"], h.max_vocab, held_out=lines["valid"] + lines["test"])
         self._streams = {s: vocab.encode(lines[s], files[s]) for s in SPLITS}
         for split, stream in self._streams.items():
-            need = h.seq_len + 1 if split == "train" else 2
+            need = h.seq_len + 1  # one whole window of seq_len next-word predictions
             if len(stream) < need:
-                purpose = (f"train on one window of data.init_args.seq_len={h.seq_len}" if split == "train"
-                           else "score one next word")
+                purpose = (f"{'train on' if split == 'train' else 'score'} one window of data.init_args.seq_len="
+                           f"{h.seq_len}")
                 raise ValueError(f"{files[split]}: the {split} split has {len(stream)} token(s) (end-of-line markers "
                                  f"included); at least {need} are needed to {purpose}")
         unk = vocab.stoi.get(UNK)
