@@ -204,7 +204,8 @@ CASES = [
      "a.summary.pt is a summary.pt (retrain on it with farzi_lightning.load_summary"),
     ("checkpoint is a bank step file", lambda w: distil(w, f"--ckpt_path={next(w.glob('cut_bank/seed-0/step-*.pt'))}"),
      "is a learner's weights (a trajectory bank's step file"),
-    ("checkpoint is a folder", lambda w: distil(w, f"--ckpt_path={w}/runs"), "runs is a folder; name a checkpoint file"),
+    ("checkpoint is a folder", lambda w: distil(w, f"--ckpt_path={w}/runs"),
+     "runs is a folder; name a checkpoint file"),
     ("checkpoint of other data", lambda w: ["test", *pretrain(w, "--data.init_args.dedup=false")[1:],
                                             f"--ckpt_path={last_ckpt(w)}"],
      "the checkpoint was trained on data with fingerprint"),
@@ -214,8 +215,8 @@ CASES = [
      "it would report the initial summary (before any outer step); --ckpt_path init does that on purpose"),
     # -- messages that say what to fix
     ("YAML syntax error", lambda w: pretrain(w, "--config", f"{w}/broken.yaml"),
-     "broken.yaml:3:1: invalid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence at line 2, "
-     "column 14)"),
+     "broken.yaml:3:1: invalid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence at "
+     "line 2, column 14)"),
     ("nested key typo", lambda w: distil(w, "--model.init_args.inner_optimizer.init_args.stepz=3"),
      "error: model.init_args.inner_optimizer.init_args.stepz: not an argument of farzi_lightning.inner.ReverseAdam; "
      "did you mean 'steps'?"),
