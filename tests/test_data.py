@@ -297,7 +297,7 @@ def test_non_finite_timestamps_are_refused_with_file_and_line(tmp_path, stamp):
 def test_text_splits_too_small_to_train_or_score_are_refused(tmp_path):
     for split in ("train", "valid", "test"):
         write(tmp_path, "a b c d e f\n", f"{split}.txt")
-    TextDataModule(data_dir=str(tmp_path), name="corpus", download=False, seq_len=6).setup("fit")  # 7 tokens: one window
+    TextDataModule(data_dir=str(tmp_path), name="corpus", seq_len=6, download=False).setup("fit")  # 7 tokens
     with pytest.raises(ValueError, match=r"train.txt: the train split has 7 token\(s\) .*at least 8 are needed to "
                                          r"train on one window of data.init_args.seq_len=7"):
         TextDataModule(data_dir=str(tmp_path), name="corpus", download=False, seq_len=7).setup("fit")
