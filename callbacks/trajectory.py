@@ -37,16 +37,20 @@ class TrajectoryCheckpoint(Callback):
         every_n_steps: save every this many optimiser steps instead (overrides ``checkpoints``).
         save_init: also save the parameters before the first step (step 0).
         run_name: name of this run in the bank; None: ``seed-<PL_GLOBAL_SEED>``.
+        save_last: also write the run's ``last.ckpt`` (of each ``ModelCheckpoint`` with ``save_last``) at every
+            bank checkpoint, so a run killed at any point resumes from its latest bank step with ``--ckpt_path
+            last`` and continues the bank exactly (the training loader resumes mid-epoch).
     """
 
     def __init__(self, dirpath: str | None = None, checkpoints: int = 20, every_n_steps: int | None = None,
-                 save_init: bool = True, run_name: str | None = None) -> None:
+                 save_init: bool = True, run_name: str | None = None, save_last: bool = True) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"TrajectoryCheckpoint every_n_steps must be >= 1, got {every_n_steps}")
         if checkpoints < 1:
             raise ValueError(f"TrajectoryCheckpoint checkpoints must be >= 1, got {checkpoints}")
         self.dirpath, self.checkpoints, self.every_n_steps = dirpath, checkpoints, every_n_steps
-        self.save_init, self.run_name = save_init, run_name
+        self.save_init, self.run_name, self.save_last = save_init, run_name, save_last
+        self._saved_step = -1
         self._entries: list[dict] = []  # this run's checkpoints so far (staged)
         self._resumed = False
 
@@ -70,8 +74,12 @@ class TrajectoryCheckpoint(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not hasattr(pl_module, "learner"):
             raise AttributeError("TrajectoryCheckpoint needs a module with a `learner` attribute (LearnerModule)")
-        self._every = self.every_n_steps or max(1, int(trainer.estimated_stepping_batches) // self.checkpoints)
         self._open(trainer, pl_module)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Not in on_fit_start: estimating the steps builds the training loader, which must happen after a resumed
+        # run's loop state (its position in the epoch, ``ResumableLoader``) is restored.
+        self._every = self.every_n_steps or max(1, int(trainer.estimated_stepping_batches) // self.checkpoints)
 
     @rank_zero_only
     def _open(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -98,8 +106,20 @@ class TrajectoryCheckpoint(Callback):
             self._save(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args) -> None:
-        if trainer.global_step % self._every == 0:
+        if trainer.global_step % self._every == 0 and self._saved_step != trainer.global_step:
+            self._saved_step = trainer.global_step
             self._save(trainer, pl_module)
+            if self.save_last:
+                self._save_last(trainer)
+
+    @staticmethod
+    def _save_last(trainer: Trainer) -> None:
+        """``last.ckpt`` of every ``ModelCheckpoint(save_last=...)``, now: a run killed later resumes from this
+        bank step (with ``monitor``, Lightning writes it only at validation)."""
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "save_last", False) and callback.dirpath:
+                name = f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+                trainer.save_checkpoint(os.path.join(callback.dirpath, name))
 
     @rank_zero_only
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

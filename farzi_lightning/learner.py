@@ -10,6 +10,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from . import seeds
 from .checkpoints import VerifiedLoad, save_config
 from .contracts import check_lengths
 from .learners import Learner
@@ -43,6 +44,7 @@ class LearnerModule(VerifiedLoad, LightningModule):
         return self.learner(tokens)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        torch.manual_seed(seeds.training_step(self.global_step, self.global_rank))  # dropout: resumable exactly
         x, y = batch
         loss = next_token_loss(self.learner(x), y)
         self.log("train/loss", loss, prog_bar=True)

@@ -10,6 +10,8 @@ Streams (name: seed → what draws from it):
   point θ0, inner order and real batch (``draw`` = rank · meta_batch_size + j);
 - ``epoch_order(epoch)``: ``seed·1000003 + epoch`` → an epoch's permutation of training rows (``EpochSampler``);
 - ``summary_init()``: ``seed`` → the rows a learnable summary starts from;
+- ``training_step(step, rank)``: ``seed·15485863 + step·7 + rank·1000003`` → the global RNG at each step of a
+  pretrain (``LearnerModule``: its dropout), so a resumed pretrain draws what an uninterrupted one draws;
 - ``downstream(seed)``: the job's seed (with ``torch.manual_seed(seed)`` for the fresh learner) → a downstream
   job's baseline draw and order of rows; ``RandomStart`` seeds its fresh learner from its draw's stream.
 
@@ -56,3 +58,9 @@ def summary_init(seed: int | None = None) -> torch.Generator:
 def downstream(seed: int) -> torch.Generator:
     """The stream of downstream job ``seed`` (its baseline draw and its order of rows)."""
     return generator(seed)
+
+
+def training_step(step: int, rank: int = 0, seed: int | None = None) -> int:
+    """The seed of the global RNG at pretrain step ``step`` on process ``rank``."""
+    seed = global_seed() if seed is None else seed
+    return seed * 15_485_863 + step * 7 + rank * 1_000_003

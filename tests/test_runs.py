@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from filelock import FileLock
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -125,3 +126,35 @@ def test_the_cli_writes_checkpoints_atomically(tmp_path, data_dir):
     with working_in(tmp_path, data_dir):
         cli = build(["--config", str(PRETRAIN), "--config", str(TINY)], run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def bank_tensors(bank):
+    manifest = json.loads((bank / "manifest.json").read_text())
+    return manifest, {e["file"]: torch.load(bank / e["file"], weights_only=True) for e in manifest["entries"]}
+
+
+def test_kill_9_and_resume_continues_the_bank_exactly(tmp_path, data_dir):
+    """A pretrain killed with SIGKILL mid-epoch, between two bank steps, and resumed with --ckpt_path last writes
+    the very bank an uninterrupted run of the same seed writes: same steps, same weights at each, file by file."""
+    env = {**os.environ, "FARZI_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
+    argv = [sys.executable, "-m", "farzi_lightning.cli", "fit", "--config", str(PRETRAIN), "--config", str(TINY),
+            "--trainer.max_steps=24", "--trainer.limit_train_batches=10", "--trainer.max_epochs=3"]
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "killed").mkdir()
+    subprocess.run(argv, cwd=tmp_path / "whole", env=env, check=True, capture_output=True)
+    killed = subprocess.run([*argv, "--trainer.callbacks+=killer.KillAt", "--trainer.callbacks.step=13"],
+                            cwd=tmp_path / "killed", env=env, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    bank = "runs/tiny/banks/ml100k_sasrec"
+    assert not (tmp_path / "killed" / bank / "manifest.json").exists()  # nothing published by the killed run
+    resumed = subprocess.run([*argv, "--ckpt_path=last"], cwd=tmp_path / "killed", env=env, capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    whole, whole_files = bank_tensors(tmp_path / "whole" / bank)
+    again, again_files = bank_tensors(tmp_path / "killed" / bank)
+    steps = [e["step"] for e in again["entries"]]
+    assert steps == [e["step"] for e in whole["entries"]] == sorted(set(steps)) and steps[-1] == 24
+    assert {e["max_step"] for e in again["entries"]} == {24}
+    assert whole_files.keys() == again_files.keys()
+    for name, state in whole_files.items():
+        assert all(torch.equal(state[k], again_files[name][k]) for k in state), name

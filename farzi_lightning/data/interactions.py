@@ -21,11 +21,13 @@ from .base import FilesDataModule
 from .windows import (
     IGNORE_INDEX,
     EpochSampler,
+    ResumableLoader,
     check_int,
     fingerprint,
     left_pad,
     natural_key,
     read_lines,
+    training_progress,
 )
 
 
@@ -315,8 +317,10 @@ class InteractionDataModule(FilesDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._train_dataset()
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset)),
-                          num_workers=self.num_workers)
+        loader = ResumableLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset)),
+                                 num_workers=self.num_workers)
+        loader.progress = lambda: training_progress(self)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self._eval_dataset("valid"), batch_size=self.batch_size, num_workers=self.num_workers)

@@ -11,7 +11,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .base import FilesDataModule
-from .windows import IGNORE_INDEX, EpochSampler, check_int, fingerprint, read_lines
+from .windows import (
+    IGNORE_INDEX,
+    EpochSampler,
+    ResumableLoader,
+    check_int,
+    fingerprint,
+    read_lines,
+    training_progress,
+)
 
 EOS, UNK = "<eos>", "<unk>"
 SPLITS = ("train", "valid", "test")
@@ -228,8 +236,12 @@ class TextDataModule(FilesDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = StreamWindows(self.streams[split], self.seq_len)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset)) if shuffle else None,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        kind = ResumableLoader if shuffle else DataLoader
+        loader = kind(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset)) if shuffle else None,
+                      num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        if shuffle:
+            loader.progress = lambda: training_progress(self)
+        return loader
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

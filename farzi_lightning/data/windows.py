@@ -7,10 +7,11 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from ..seeds import epoch_order, global_seed
 
@@ -88,13 +89,55 @@ class EpochSampler(Sampler[int]):
     def __init__(self, n: int, seed: int | None = None) -> None:
         self.n, self.epoch = n, 0
         self.seed = global_seed() if seed is None else seed
+        self._resume: tuple[int, int] | None = None  # (epoch, rows already trained on) for the next pass
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, rows: int) -> None:
+        """The next pass, if it is of ``epoch``, starts after its first ``rows`` rows (a mid-epoch resume)."""
+        self._resume = (epoch, rows)
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[int]:
         generator = epoch_order(self.epoch, self.seed)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        if self._resume is not None:
+            epoch, rows = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                order = order[rows:]
+        return iter(order)
+
+
+class ResumableLoader(DataLoader):
+    """The training loader of the data modules: resumable mid-epoch.
+
+    Lightning saves its ``state_dict`` with every checkpoint: the epoch and how many of its batches the run had
+    trained on (read from the trainer through ``progress``, so batches fetched ahead are not counted), and hands
+    it back on resume; the ``EpochSampler`` then skips those batches, so a run resumed from a checkpoint written
+    mid-epoch (e.g. on a trajectory bank's schedule) trains on exactly the batches an uninterrupted run would.
+    Under a distributed sampler the resume is at the epoch's start (Lightning warns).
+    """
+
+    progress = None  # () -> (epoch, batches trained on in it), set by the data module
+
+    def state_dict(self) -> dict[str, int]:
+        if self.progress is None:
+            return {}
+        epoch, batches = self.progress()
+        return {"epoch": int(epoch), "batches": int(batches)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state and isinstance(self.sampler, EpochSampler) and self.batch_size:
+            self.sampler.resume(state["epoch"], state["batches"] * self.batch_size)
+
+
+def training_progress(data: Any) -> tuple[int, int] | None:
+    """(current epoch, batches trained on in it) of the trainer fitting ``data`` (for ``ResumableLoader``)."""
+    trainer = getattr(data, "trainer", None)
+    if trainer is None:
+        return (0, 0)
+    return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
