@@ -33,7 +33,7 @@ from .runs import claim_version, release
 
 def condense(message: str) -> str:
     """jsonargparse's nested union report as one line: the full key and the innermost reason."""
-    keys = re.findall(r'Parser key "([^"]+)"', message)
+    keys = list(dict.fromkeys(re.findall(r'Parser key "([^"]+)"', message)))  # union branches repeat the path
     if not keys:
         return message.strip().splitlines()[0] if message.strip() else message
     tail = message.rsplit(f'Parser key "{keys[-1]}"', 1)[1].lstrip(":").strip()
@@ -267,27 +267,30 @@ def locate(cause: BaseException, config: dict) -> tuple[str, str] | None:
     """``(config key, class name)`` of the component whose constructor raised ``cause``: the innermost
     ``__init__`` on the traceback whose class the parsed config names (e.g. ``model.init_args.inner_optimizer``
     for ``ReverseAdam``); None when unknown."""
-    classes, tb = [], cause.__traceback__
+    frames, tb = [], cause.__traceback__
     while tb is not None:
         if tb.tb_frame.f_code.co_name == "__init__" and "self" in tb.tb_frame.f_locals:
-            classes.append(type(tb.tb_frame.f_locals["self"]).__name__)
+            frames.append((type(tb.tb_frame.f_locals["self"]).__name__, dict(tb.tb_frame.f_locals)))
         tb = tb.tb_next
 
     def walk(node, key: str, name: str):
         if isinstance(node, dict):
             path = node.get("class_path")
             if isinstance(path, str) and path.rpartition(".")[2] == name:
-                yield key
+                yield key, node.get("init_args") or {}
             for k, v in node.items():
                 yield from walk(v, f"{key}.{k}" if key else k, name)
         elif isinstance(node, list):
             for i, v in enumerate(node):
                 yield from walk(v, f"{key}[{i}]", name)
 
-    for name in reversed(classes):
-        key = next(walk(config, "", name), None)
-        if key is not None:
-            return key, name
+    def agrees(init_args: dict, given: dict) -> bool:  # two components of one class: the one built with these
+        return all(given.get(k, v) == v for k, v in init_args.items() if isinstance(v, (str, int, float, bool)))
+
+    for name, given in reversed(frames):
+        found = list(walk(config, "", name))
+        if found:
+            return next((k for k, args in found if agrees(args, given)), found[0][0]), name
     return None
 
 

@@ -48,10 +48,10 @@ def buildable_bases() -> tuple[type, ...]:
             torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
-def _names(bases: tuple[type, ...]) -> str:
+def _kind(bases: tuple[type, ...]) -> str:
     if len(bases) > 2:
-        return "buildable"  # buildable_bases(): described in the docs (docs/errors.md)
-    return " or ".join(b.__name__ for b in bases)
+        return "a part a checkpoint may build (docs/errors.md)"  # buildable_bases()
+    return "a subclass of " + " or ".join(b.__name__ for b in bases)
 
 
 def resolve(path: Any, bases: type | tuple[type, ...], where: str) -> type:
@@ -59,8 +59,9 @@ def resolve(path: Any, bases: type | tuple[type, ...], where: str) -> type:
     bases = bases if isinstance(bases, tuple) else (bases,)
 
     def refuse(why: str) -> UntrustedFile:
-        return UntrustedFile(f"{where} names {path!r}, {why}; refused (a file may name only a {_names(bases)} class "
-                             f"of {', '.join(ROOTS[:3])} or one this program imported itself), nothing was run")
+        return UntrustedFile(f"{where} names {path!r}, {why}; refused, nothing was run (a file may name only "
+                             f"{_kind(bases)}, defined in {', '.join(ROOTS[:3])} or in a module this program "
+                             "imported itself)")
 
     if not isinstance(path, str) or not _DOTTED.fullmatch(path):
         raise refuse("which is not a dotted class path")
@@ -77,7 +78,7 @@ def resolve(path: Any, bases: type | tuple[type, ...], where: str) -> type:
     if not inspect.isclass(obj):
         raise refuse("which is not a class" if obj is not None else "which does not exist")
     if not issubclass(obj, bases):
-        raise refuse(f"which is not a {_names(bases)}")
+        raise refuse("a class of another kind")
     return obj
 
 

@@ -197,7 +197,7 @@ CASES = [
      "is a checkpoint of farzi_lightning.LearnerModule, but the config's model is "
      "farzi_lightning.FarziLightningModule"),
     ("crafted class path", lambda w: distil(w, f"--ckpt_path={w}/crafted.ckpt"),
-     "crafted.ckpt: optimizer.class_path names 'subprocess.Popen', which is not a buildable"),
+     "crafted.ckpt: optimizer.class_path names 'subprocess.Popen', a class of another kind"),
     ("nothing to resume", lambda w: distil(w, "--ckpt_path=last", f"--trainer.default_root_dir={w}/fresh"),
      "--ckpt_path last: no last.ckpt under"),
     ("checkpoint is a summary.pt", lambda w: distil(w, f"--ckpt_path={w}/a.summary.pt"),
@@ -220,6 +220,12 @@ CASES = [
     ("nested key typo", lambda w: distil(w, "--model.init_args.inner_optimizer.init_args.stepz=3"),
      "error: model.init_args.inner_optimizer.init_args.stepz: not an argument of farzi_lightning.inner.ReverseAdam; "
      "did you mean 'steps'?"),
+    ("a logger argument of the wrong type", lambda w: pretrain(w, "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                                                              "--trainer.logger.flush_logs_every_n_steps=abc"),
+     "error: trainer.logger.init_args.flush_logs_every_n_steps: Expected a <class 'int'>. Got value: abc"),
+    ("a callback value Lightning refuses", lambda w: pretrain(w, "--trainer.callbacks+=ModelCheckpoint",
+                                                              "--trainer.callbacks.mode=bogus"),
+     "error: trainer.callbacks[2]: `mode` can be min, max but got bogus"),
     ("max_steps negative", lambda w: pretrain(w, "--trainer.max_steps=-3"),
      "error: trainer.max_steps must be -1 (no limit) or an integer >= 0, got -3"),
     # -- data that would have passed silently
@@ -264,7 +270,24 @@ def test_load_from_checkpoint_refuses_damaged_and_foreign_files(world):
     from farzi_lightning import FarziLightningModule, LearnerModule
 
     with pytest.raises(ValueError, match=r"checkpoint_path: .*crafted.ckpt: optimizer.class_path names "
-                                         r"'subprocess.Popen', which is not a buildable"):
+                                         r"'subprocess.Popen', a class of another kind"):
         LearnerModule.load_from_checkpoint(world / "crafted.ckpt")
     with pytest.raises(ValueError, match=r"checkpoint_path: .*truncated.ckpt is not a complete checkpoint"):
         FarziLightningModule.load_from_checkpoint(str(world / "truncated.ckpt"))
+
+
+def test_a_full_disk_is_one_line_naming_the_file(monkeypatch, capsys):
+    import errno
+
+    import farzi_lightning.cli as cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/checkpoints/last.ckpt")
+
+    monkeypatch.setattr(cli, "build", full)
+    monkeypatch.delenv("FARZI_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["fit"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.count("\n") == 0
+    assert err.startswith("error: runs/x/checkpoints/last.ckpt: No space left on device; free space")
