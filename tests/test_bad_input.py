@@ -220,8 +220,9 @@ CASES = [
     ("nested key typo", lambda w: distil(w, "--model.init_args.inner_optimizer.init_args.stepz=3"),
      "error: model.init_args.inner_optimizer.init_args.stepz: not an argument of farzi_lightning.inner.ReverseAdam; "
      "did you mean 'steps'?"),
-    ("a logger argument of the wrong type", lambda w: pretrain(w, "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                                                              "--trainer.logger.flush_logs_every_n_steps=abc"),
+    ("a logger argument of the wrong type",
+     lambda w: pretrain(w, "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                        "--trainer.logger.flush_logs_every_n_steps=abc"),
      "error: trainer.logger.init_args.flush_logs_every_n_steps: Expected a <class 'int'>. Got value: abc"),
     ("a callback value Lightning refuses", lambda w: pretrain(w, "--trainer.callbacks+=ModelCheckpoint",
                                                               "--trainer.callbacks.mode=bogus"),
