@@ -102,6 +102,15 @@ class VerifiedLoad:
             raise ValueError(f"--ckpt_path: the checkpoint was trained on data with fingerprint {stored}, but the "
                              f"configured data's is {current} (another data set or preprocessing); pass "
                              "--other_data true if that is intended")
+        mine = self.state_dict()
+        differ = [(k, tuple(v.shape), tuple(mine[k].shape)) for k, v in checkpoint.get("state_dict", {}).items()
+                  if k in mine and hasattr(v, "shape") and tuple(v.shape) != tuple(mine[k].shape)]
+        if differ:
+            name, theirs, ours = differ[0]
+            raise ValueError(f"--ckpt_path: the checkpoint's {name} has shape {theirs}, the configured model's "
+                             f"{ours} ({len(differ)} tensor(s) differ): the config describes another model than the "
+                             "run that wrote the checkpoint (e.g. another summary size or learner width); use the "
+                             "run's own config (<run>/config.yaml)")
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
