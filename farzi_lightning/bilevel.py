@@ -34,10 +34,19 @@ def inner_loss(learner: nn.Module, summary: Summary, schedule: Tensor, feed: Fee
 
     def loss(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
         rows = schedule[step]
-        inputs, targets = feed(summary.functional(hyper, rows), summary.input_ids(rows))  # (B, L-1, V) each
+        return on_distributions(params, summary.functional(hyper, rows), rows)
+
+    def on_rows(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
+        """The same loss, ``hyper``'s row parameters already cut to ``schedule[step]``."""
+        return on_distributions(params, summary.functional(hyper), schedule[step])
+
+    def on_distributions(params: dict[str, Tensor], probs: Tensor, rows: Tensor) -> Tensor:
+        inputs, targets = feed(probs, summary.input_ids(rows))  # (B, L-1, V) each
         logits = functional_call(learner, params, (inputs,))  # (B, L-1, V)
         return next_token_loss(logits, targets)
 
+    # Row-sparse meta-gradients (farzi_lightning.inner.base): step t reads the summary rows schedule[t] only.
+    loss.rows, loss.row_hyper, loss.on_rows = schedule.__getitem__, summary.row_parameter_positions(), on_rows
     return loss
 
 

@@ -20,6 +20,11 @@ from ..learners.base import RecordsInit
 Params = dict[str, Tensor]
 InnerLoss = Callable[[Params, tuple[Tensor, ...], int], Tensor]
 """``inner_loss(params, hyper, step) -> scalar``; ``step`` (0..steps-1) selects the summary batch."""
+# An inner loss may also say which rows of which hyper tensors each step reads (a summary batch reads
+# ``B`` of its ``n`` sequences): ``rows(step)`` the row indices (dim 0), ``row_hyper`` the positions in
+# ``hyper`` of the tensors read by row, and ``on_rows(params, hyper, step)`` the same loss evaluated with those
+# tensors already cut to ``rows(step)``. Reverse-mode optimisers then differentiate with respect to the cut rows
+# and add the result into just those rows of the meta-gradient (``bilevel.inner_loss`` does this).
 OuterLoss = Callable[[Params], Tensor]
 """``outer_loss(params) -> scalar``: the loss on real data at the trained parameters."""
 

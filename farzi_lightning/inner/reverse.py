@@ -233,6 +233,17 @@ class _Run:
         if self.tolerance is None:
             self.tolerance = 1e-12 if all(d == torch.float64 for d in self.dtypes.values()) else 1e-6
         self.inner_losses: list[Tensor] = []
+        sparse = all(hasattr(inner_loss, a) for a in ("rows", "row_hyper", "on_rows"))
+        self.row_hyper = frozenset(inner_loss.row_hyper) if sparse else frozenset()
+
+    def hyper_read(self, step: int) -> tuple[Tensor | None, tuple[Tensor, ...]]:
+        """The rows inner step ``step`` reads (None: all of every hyper tensor) and the hyper to differentiate:
+        for a row-sparse inner loss, fresh leaves holding just those rows of its row-read tensors."""
+        if not self.row_hyper:
+            return None, self.hyper
+        rows = self.inner_loss.rows(step)
+        return rows, tuple(h.detach()[rows.to(h.device)].requires_grad_() if i in self.row_hyper else h
+                           for i, h in enumerate(self.hyper))
 
     def cast(self, params: Params, requires_grad: bool) -> Params:
         """θ in the learner's dtype, as fresh leaves."""
@@ -297,8 +308,12 @@ class _Run:
         opt = self.opt
         params_prev = opt.undo_params(state, t) if prev_params is None else prev_params
         theta = self.cast(params_prev, requires_grad=True)
+        rows, hyper = self.hyper_read(t - 1)
         with torch.enable_grad():
-            loss = call_loss(self.inner_loss, "inner_loss", theta, self.hyper, t - 1)
+            if rows is None:
+                loss = call_loss(self.inner_loss, "inner_loss", theta, hyper, t - 1)
+            else:
+                loss = call_loss(self.inner_loss.on_rows, "inner_loss", theta, hyper, t - 1)
             leaves = list(theta.values())
             grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
         g = {k: _zero_or(gk, state.params[k]).detach() for k, gk in zip(theta, grads)}
@@ -311,14 +326,18 @@ class _Run:
         pairs = [(gk, dg[k].to(gk.dtype)) for k, gk in zip(theta, grads) if gk is not None and gk.requires_grad]
         if pairs:
             dot = sum((gk * v).sum() for gk, v in pairs)
-            out = torch.autograd.grad(dot, leaves + list(self.hyper), allow_unused=True)
+            out = torch.autograd.grad(dot, leaves + list(hyper), allow_unused=True)
             for k, h in zip(theta, out[: len(leaves)]):
                 if h is not None:
                     adj.params[k] += h.to(adj.params[k].dtype)
             for i, h in enumerate(out[len(leaves):]):
-                if h is not None:
+                if h is None:
+                    continue
+                if rows is not None and i in self.row_hyper:  # only the rows this step read: (B, ...) into (n, ...)
+                    adj.hyper[i].index_add_(0, rows.to(adj.hyper[i].device), h.to(adj.hyper[i].dtype))
+                else:
                     adj.hyper[i] += h.to(adj.hyper[i].dtype)
-                    adj.used[i] = True
+                adj.used[i] = True
         if prev_params is not None:
             return adj, None
         return adj, State(params_prev, opt.undo_buffers(state.buffers, g, t))

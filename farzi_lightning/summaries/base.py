@@ -69,8 +69,18 @@ class Summary(RecordsInit, nn.Module, metaclass=ABCMeta):
             return None
         return tokens if indices is None else tokens[indices]
 
+    #: Parameters whose first dimension is the sequence (``forward(indices)`` reads just those rows of them):
+    #: the inner loss lets reverse-mode optimisers differentiate only the rows a step reads (``bilevel.inner_loss``).
+    row_parameters: tuple[str, ...] = ()
+
+    def row_parameter_positions(self) -> tuple[int, ...]:
+        """Positions in ``parameters()`` of the ``row_parameters``."""
+        return tuple(i for i, (name, _) in enumerate(self.named_parameters()) if name in self.row_parameters)
+
     def functional(self, tensors: tuple[Tensor, ...], indices: Tensor | None = None) -> Tensor:
-        """``forward`` evaluated with ``tensors`` in place of ``parameters()`` (what the inner loss differentiates)."""
+        """``forward`` evaluated with ``tensors`` in place of ``parameters()`` (what the inner loss differentiates);
+        with ``indices=None`` and the ``row_parameters`` in ``tensors`` already cut to some rows, the
+        distributions of just those rows."""
         names = [n for n, _ in self.named_parameters()]
         return functional_call(self, dict(zip(names, tensors)), (indices,))
 

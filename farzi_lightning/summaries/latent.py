@@ -31,6 +31,8 @@ class LatentSummary(Summary):
             rows' real tokens; ``softmax(Z @ M)`` is the targets only).
     """
 
+    row_parameters = ("z",)  # M is shared by every row
+
     def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36, latent_dim: int = 64,
                  temperature: float = 1.0, init: Init = "real", init_scale: float | None = None,
                  padding_idx: int | None = None, inputs: Inputs = "tied") -> None:

@@ -25,6 +25,7 @@ class TokenSummary(Summary):
             rows' real tokens; the logits are targets only).
     """
 
+    row_parameters = ("z",)
     distribution_tensors = {"z": "logits"}
 
     def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36, temperature: float = 1.0,
