@@ -52,15 +52,11 @@ class StepTimer(Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "ml100k.yaml"))
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--out", default=None, help="JSON (default benchmarks/results/outer_steps_<device>.json)")
-    args = parser.parse_args()
-    cli = build(["--config", args.config, f"--trainer.max_steps={args.steps}",
-                 f"--trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", "--trainer.devices=1",
+def time_steps(config_args: list[str], steps: int, device: str = "cpu") -> dict:
+    """Run ``steps`` outer steps of the config (``--config ...`` and overrides) with the monitoring callbacks and
+    checkpoints off; the per-step seconds, the first one apart, and peak memory."""
+    cli = build([*config_args, f"--trainer.max_steps={steps}",
+                 f"--trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "--trainer.devices=1",
                  "--trainer.logger=false", f"--trainer.default_root_dir={tempfile.mkdtemp()}",
                  "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"], run=False)
     timer = StepTimer()
@@ -68,27 +64,36 @@ def main() -> None:
     off = (DownstreamEvaluation, SummaryMonitor, ModelCheckpoint)
     trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, off)]
     trainer.callbacks.append(timer)
-    if args.device == "cuda":
+    if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(cli.model, datamodule=cli.datamodule)
-    if args.device == "cuda":
+    if device == "cuda":
         memory_mib = torch.cuda.max_memory_allocated() / 2**20
         name = torch.cuda.get_device_name()
     else:
         memory_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     steady = timer.seconds[1:] or timer.seconds
-    record = {"config": Path(args.config).name, "device": args.device, "device_name": name,
-              "torch": torch.__version__, "steps": args.steps, "first_step_s": timer.seconds[0],
-              "median_s": statistics.median(steady), "mean_s": statistics.fmean(steady),
-              "peak_memory_mib": memory_mib, "seconds": timer.seconds}
+    return {"device": device, "device_name": name, "torch": torch.__version__, "steps": steps,
+            "first_step_s": timer.seconds[0], "median_s": statistics.median(steady),
+            "mean_s": statistics.fmean(steady), "peak_memory_mib": memory_mib, "seconds": timer.seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "ml100k.yaml"))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", default=None, help="JSON (default benchmarks/results/outer_steps_<device>.json)")
+    args = parser.parse_args()
+    record = {"config": Path(args.config).name, **time_steps(["--config", args.config], args.steps, args.device)}
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"outer_steps_{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     print("| config | device | first step (s) | median s/step | peak memory (MiB) |")
     print("|---|---|---|---|---|")
-    print(f"| {record['config']} | {args.device} ({name}) | {record['first_step_s']:.2f} | "
-          f"{record['median_s']:.3f} | {memory_mib:,.0f} |")
+    print(f"| {record['config']} | {args.device} ({record['device_name']}) | {record['first_step_s']:.2f} | "
+          f"{record['median_s']:.3f} | {record['peak_memory_mib']:,.0f} |")
 
 
 if __name__ == "__main__":

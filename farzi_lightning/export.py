@@ -51,7 +51,8 @@ def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None =
                     top_k: int | None = None, rank: int | None = None) -> dict[str, Any]:
     """What ``summary.pt`` holds (plain types and tensors: loads with ``weights_only=True``):
 
-    ``tokens`` (n, L) argmax ids; ``state_dict``; ``vocabulary``; ``class`` (import path); ``init_args`` (the
+    ``tokens`` (n, L) argmax ids; ``state_dict``; ``vocabulary`` (a list; in the compact forms its
+    newline-joined UTF-8 bytes as a uint8 tensor: ``vocabulary_of``); ``class`` (import path); ``init_args`` (the
     summary's constructor arguments); ``feed`` (input mode and temperatures); ``learner`` (the learner config
     it was distilled for); ``recipe`` (downstream optimiser, lr, steps, batch size); with ``top_k``, ``topk``:
     ``{name: {"kind", "shape", "indices" (n, L, k), "probs" (n, L, k) float16}}`` in place of the summary's
@@ -85,11 +86,29 @@ def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None =
             del state[name]
         payload["topk"] = compact
         _narrow(state, payload, summary.vocab_size)
-    payload.update({"state_dict": state, "vocabulary": list(vocabulary), "class": config["class_path"],
+    words = list(vocabulary)
+    compact = top_k is not None or rank is not None
+    payload.update({"state_dict": state, "vocabulary": _pack_words(words) if compact else words,
+                    "class": config["class_path"],
                     "init_args": init_args, "feed": (feed or Feed()).config(),
                     "learner": learner.config() if learner is not None else None,
                     "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in (recipe or {}).items()}})
     return payload
+
+
+def _pack_words(words: list[str]) -> Tensor | list[str]:
+    """A vocabulary as one uint8 tensor of its newline-joined UTF-8 text (a third of a pickled list's bytes)."""
+    if any("\n" in w for w in words):
+        return words
+    return torch.frombuffer(bytearray("\n".join(words).encode()), dtype=torch.uint8).clone()
+
+
+def vocabulary_of(payload: dict[str, Any]) -> list[str]:
+    """The vocabulary of a ``summary.pt`` payload, stored as a list or packed (``_pack_words``)."""
+    words = payload["vocabulary"]
+    if isinstance(words, Tensor):
+        return words.numpy().tobytes().decode().split("\n")
+    return list(words)
 
 
 def _narrow(state: dict[str, Tensor], payload: dict[str, Any], vocab_size: int) -> None:

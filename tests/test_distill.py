@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from farzi_lightning import FarziLightningModule, load_summary
 from farzi_lightning.callbacks import DownstreamEvaluation
 from farzi_lightning.cli import build
+from farzi_lightning.export import vocabulary_of
 
 from cli_utils import ROOT, SHORT_DOWNSTREAM, run, working_in
 
@@ -58,7 +59,7 @@ def test_fit_updates_summary_exports_and_logs(in_workdir):
     log_dir = Path(cli.trainer.log_dir)
     assert (log_dir / "checkpoints" / "last.ckpt").is_file()
     exported = torch.load(log_dir / "checkpoints" / "summary.pt", weights_only=True)
-    assert exported["tokens"].shape == (10, 51) and len(exported["vocabulary"]) == 1683  # tiny: 10 sequences
+    assert exported["tokens"].shape == (10, 51) and len(vocabulary_of(exported)) == 1683  # tiny: 10 sequences
     assert torch.equal(exported["tokens"], cli.model.summary.decode())
     # Self-describing: the Summary, its feed, the learner and the downstream recipe from the file alone.
     loaded = load_summary(log_dir / "checkpoints" / "summary.pt")
