@@ -165,7 +165,7 @@ def export(study: dict, size: int, module, data, harness: Downstream, out: Path)
     save_summary(file, summary_payload(baseline, vocabulary, Feed("hard"), module.learner, recipe,
                                        top_k=study.get("top_k"), rank=study.get("rank")))
     return {"path": str(file.relative_to(ROOT)), "dense": str(dense.relative_to(ROOT)),
-            "report": size_report(file, data.train_file), "bytes": file.stat().st_size,
+            "report": size_report(file.relative_to(ROOT), data.train_file), "bytes": file.stat().st_size,
             "train_bytes": data.train_file.stat().st_size}
 
 

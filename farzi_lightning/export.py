@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,9 @@ def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None =
     """What ``summary.pt`` holds (plain types and tensors: loads with ``weights_only=True``):
 
     ``tokens`` (n, L) argmax ids; ``state_dict``; ``vocabulary`` (a list; in the compact forms its
-    newline-joined UTF-8 bytes as a uint8 tensor: ``vocabulary_of``); ``class`` (import path); ``init_args`` (the
-    summary's constructor arguments); ``feed`` (input mode and temperatures); ``learner`` (the learner config
-    it was distilled for); ``recipe`` (downstream optimiser, lr, steps, batch size); with ``top_k``, ``topk``:
+    newline-joined UTF-8 text, zlib-compressed, as a uint8 tensor: ``vocabulary_of``); ``class`` (import path);
+    ``init_args`` (the summary's constructor arguments); ``feed`` (input mode and temperatures); ``learner``
+    (the learner config it was distilled for); ``recipe`` (downstream optimiser, lr, steps, batch size); with ``top_k``, ``topk``:
     ``{name: {"kind", "shape", "indices" (n, L, k), "probs" (n, L, k) float16}}`` in place of the summary's
     ``(n, L, V)`` state entries; with ``rank``, ``lowrank``: ``{name: {"kind", "shape", "left" (n, L, r),
     "right" (r, V)}}`` float16, the best rank-r fit of the centred log-probabilities (module docstring).
@@ -97,17 +98,18 @@ def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None =
 
 
 def _pack_words(words: list[str]) -> Tensor | list[str]:
-    """A vocabulary as one uint8 tensor of its newline-joined UTF-8 text (a third of a pickled list's bytes)."""
+    """A vocabulary as one uint8 tensor: its newline-joined UTF-8 text, zlib-compressed (PTB's 10,000 words: 38 KB
+    against a pickled list's 172 KB)."""
     if any("\n" in w for w in words):
         return words
-    return torch.frombuffer(bytearray("\n".join(words).encode()), dtype=torch.uint8).clone()
+    return torch.frombuffer(bytearray(zlib.compress("\n".join(words).encode(), 9)), dtype=torch.uint8).clone()
 
 
 def vocabulary_of(payload: dict[str, Any]) -> list[str]:
     """The vocabulary of a ``summary.pt`` payload, stored as a list or packed (``_pack_words``)."""
     words = payload["vocabulary"]
     if isinstance(words, Tensor):
-        return words.numpy().tobytes().decode().split("\n")
+        return zlib.decompress(words.numpy().tobytes()).decode().split("\n")
     return list(words)
 
 
