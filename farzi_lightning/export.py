@@ -55,9 +55,9 @@ def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None =
     ``tokens`` (n, L) argmax ids; ``state_dict``; ``vocabulary`` (a list; in the compact forms its
     newline-joined UTF-8 text, zlib-compressed, as a uint8 tensor: ``vocabulary_of``); ``class`` (import path);
     ``init_args`` (the summary's constructor arguments); ``feed`` (input mode and temperatures); ``learner``
-    (the learner config it was distilled for); ``recipe`` (downstream optimiser, lr, steps, batch size); with ``top_k``, ``topk``:
-    ``{name: {"kind", "shape", "indices" (n, L, k), "probs" (n, L, k) float16}}`` in place of the summary's
-    ``(n, L, V)`` state entries; with ``rank``, ``lowrank``: ``{name: {"kind", "shape", "left" (n, L, r),
+    (the learner config it was distilled for); ``recipe`` (downstream optimiser, lr, steps, batch size); with
+    ``top_k``, ``topk``: ``{name: {"kind", "shape", "indices" (n, L, k), "probs" (n, L, k) float16}}`` in place of
+    the summary's ``(n, L, V)`` state entries; with ``rank``, ``lowrank``: ``{name: {"kind", "shape", "left" (n, L, r),
     "right" (r, V)}}`` float16, the best rank-r fit of the centred log-probabilities (module docstring).
     """
     config = summary.config()
