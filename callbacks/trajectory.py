@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 from pathlib import Path
 
-import torch
 from filelock import FileLock
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from farzi_lightning.files import atomic_write
+from farzi_lightning.files import atomic_save, atomic_write
 from farzi_lightning.runs import hold, release
 from farzi_lightning.seeds import SEED_VAR
 from farzi_lightning.trajectories import MANIFEST, read_manifest, write_manifest
@@ -177,9 +175,7 @@ class TrajectoryCheckpoint(Callback):
             return
         name = f"step-{step:07d}.pt"
         state = {k: v.detach().cpu().clone() for k, v in pl_module.learner.state_dict().items()}
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write(self.staging(trainer) / name, lambda f: f.write(buffer.getvalue()))
+        atomic_save(state, self.staging(trainer) / name)
         self._entries.append({"run": self.run(), "step": step, "max_step": None, "file": f"{self.run()}/{name}",
                               "metrics": self._metrics(trainer)})
         self._write_staged(trainer)

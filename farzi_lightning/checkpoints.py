@@ -2,15 +2,14 @@
 
 - ``read_checkpoint(path)`` loads with ``weights_only=True`` and turns a truncated or foreign file into one
   ``ValueError`` naming it;
-- ``check_class_paths(obj)`` refuses any ``class_path`` (or Lightning's ``_instantiator``) the trust boundary
-  does not allow (``farzi_lightning.trust``: an exact class of the expected kind), before anything is imported;
+  its stored configs' ``class_path``/``_instantiator`` pass the trust boundary (``farzi_lightning.trust``: an
+  exact class of the expected kind) before anything is imported;
 - ``find_last(root)`` is the newest ``last.ckpt`` of the runs under ``root``.
 """
 
 from __future__ import annotations
 
 import inspect
-import io
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from .files import atomic_write
+from .files import atomic_save
 from .trust import check_config
 
 
@@ -57,13 +56,8 @@ def read_checkpoint(path: str | Path, key: str = "--ckpt_path") -> dict[str, Any
         raise ValueError(f"{key}: {path} is {what}; a Lightning checkpoint ends in .ckpt, e.g. "
                          "<run>/checkpoints/last.ckpt")
     for part in ("hyper_parameters", "datamodule_hyper_parameters"):
-        check_class_paths(checkpoint.get(part) or {}, f"{key}: {path}")
+        check_config(checkpoint.get(part) or {}, f"{key}: {path}")
     return checkpoint
-
-
-def check_class_paths(obj: Any, where: str) -> None:
-    """Refuse any ``class_path`` the trust boundary does not allow (``farzi_lightning.trust.check_config``)."""
-    check_config(obj, where)
 
 
 def checkpoint_class(checkpoint: dict[str, Any]) -> str | None:
@@ -142,6 +136,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
+        atomic_save(checkpoint, Path(path))

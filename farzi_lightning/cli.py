@@ -151,13 +151,12 @@ class FarziCLI(LightningCLI):
             raise ValueError("farzi predict decodes a distilled summary: give it a distillation config and "
                              "checkpoint (for a pretrain config, farzi test reports its metrics)")
         if self.subcommand in ("test", "validate", "predict"):
+            what = "the initial summary (before any outer step)" if distillation else "an untrained model"
             if not config.get("ckpt_path") and not getattr(self, "_as_built", False):
-                what = "the initial summary (before any outer step)" if distillation else "an untrained model"
                 raise ValueError(f"--ckpt_path: farzi {self.subcommand} needs a checkpoint (a .ckpt file, or last for "
                                  f"the newest last.ckpt under trainer.default_root_dir); without one it would report "
                                  f"{what}; --ckpt_path init does that on purpose")
             if getattr(self, "_as_built", False):
-                what = "the initial summary (before any outer step)" if distillation else "an untrained model"
                 rank_zero_warn(f"--ckpt_path init: farzi {self.subcommand} reports {what}, as configured")
         if not distillation:
             return  # pretraining (LearnerModule) may use any strategy Lightning offers
@@ -172,7 +171,6 @@ class FarziCLI(LightningCLI):
             check_precision(config.trainer.precision)
         except ValueError as err:
             self.parser.error(str(err))
-
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, writing checkpoints atomically (``AtomicCheckpointIO``) unless a plugin of the config

@@ -11,7 +11,6 @@ rebuilds the same ``Summary`` class, whose distributions are then the stored (re
 
 from __future__ import annotations
 
-import io
 import zipfile
 import zlib
 from pathlib import Path
@@ -22,7 +21,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from .files import atomic_write
+from .files import atomic_save, atomic_write
 from .learners import build_learner
 from .summaries import Feed, Summary
 
@@ -157,9 +156,7 @@ def _expand(entry: dict[str, Any], temperature: float) -> Tensor:
 
 def save_summary(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically (a crash leaves the old file or none, never half of one)."""
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
+    atomic_save(payload, Path(path))
     return Path(path)
 
 

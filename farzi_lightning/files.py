@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
+
+import torch
 
 
 def atomic_write(path: Path, write) -> None:
@@ -30,3 +33,10 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def atomic_save(obj, path: Path) -> None:
+    """``torch.save(obj, path)`` through ``atomic_write``: checkpoints, bank steps and summaries alike."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
