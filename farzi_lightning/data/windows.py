@@ -135,7 +135,7 @@ class ResumableLoader(DataLoader):
             self.sampler.resume(state["epoch"], state["batches"] * self.batch_size)
 
 
-def training_progress(data: Any) -> tuple[int, int] | None:
+def training_progress(data: Any) -> tuple[int, int]:
     """(current epoch, batches trained on in it) of the trainer fitting ``data`` (for ``ResumableLoader``)."""
     trainer = getattr(data, "trainer", None)
     if trainer is None:
