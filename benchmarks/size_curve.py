@@ -62,6 +62,23 @@ def cli_for(study: dict, size: int, seed: int, run_dir: Path):
     return build(args, run=False)
 
 
+def reused_baselines(study: dict, size: int) -> tuple[dict, str | None]:
+    """``baselines_from``: test scores the teacher study already measured with the same config, recipe and
+    downstream seeds (its ``test.tuned`` entry): every baseline of a size it studied, and for other sizes the
+    ones that do not depend on the size (full data and the count floors)."""
+    if "baselines_from" not in study:
+        return {}, None
+    sizes = json.loads((ROOT / study["baselines_from"]).read_text())["sizes"]
+    tuned = {s: e["test"]["tuned"]["scores"] for s, e in sizes.items() if "tuned" in e.get("test", {})}
+    if str(size) in tuned:
+        return dict(tuned[str(size)]), f"{study['baselines_from']} (size {size}: every baseline)"
+    if not tuned:
+        return {}, None
+    other = next(iter(tuned))
+    fixed = {k: v for k, v in tuned[other].items() if k.rsplit("/", 1)[-1] in ("full", *FLOORS)}
+    return fixed, f"{study['baselines_from']} (size {other}: {', '.join(sorted(fixed))})"
+
+
 def scores(results) -> dict:
     return {f"{lname}/{cand}": score.as_dict() for (lname, cand), score in results.items()}
 
@@ -85,8 +102,11 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
         cli.datamodule.setup("fit")
         module = cli.model
         started = time.perf_counter()
-        candidates = ["random", "head", "teacher", "full", *FLOORS]
-        entry["baselines"] = scores(module.evaluate_downstream("test", candidates, data=cli.datamodule))
+        known, source = reused_baselines(study, size)
+        candidates = [c for c in ("random", "head", "teacher", "full", *FLOORS) if not any(k.endswith("/" + c) for k in known)]
+        entry["baselines"] = {**known, **scores(module.evaluate_downstream("test", candidates, data=cli.datamodule))}
+        if source:
+            entry["baselines_from"] = source
         entry["baseline_seconds"] = time.perf_counter() - started
         entry["train_tokens"] = int(cli.datamodule.train_counts().sum())
         entry["summary_tokens"] = module.summary.size_tokens

@@ -84,7 +84,7 @@ class FarziLightningModule(VerifiedLoad, LightningModule):
             callback (None: ``Downstream()`` defaults).
         summary_top_k: ``summary.pt`` keeps each position's k most likely tokens (renormalised) instead of all
             V (None: every probability, exact); a latent summary is stored as its factors either way.
-        summary_rank: ``summary.pt`` keeps the best rank-r fit of the log-probabilities (float16 factors) instead
+        summary_rank: ``summary.pt`` keeps rank-r factors and a bias fitted to the distributions in KL (float16) instead
             of all V per position (None: see ``summary_top_k``); exact up to rounding when the targets come from
             a teacher of width below r.
     """
