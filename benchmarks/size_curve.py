@@ -103,7 +103,8 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
         module = cli.model
         started = time.perf_counter()
         known, source = reused_baselines(study, size)
-        candidates = [c for c in ("random", "head", "teacher", "full", *FLOORS) if not any(k.endswith("/" + c) for k in known)]
+        candidates = [c for c in ("random", "head", "teacher", "full", *FLOORS)
+                      if not any(k.endswith("/" + c) for k in known)]
         entry["baselines"] = {**known, **scores(module.evaluate_downstream("test", candidates, data=cli.datamodule))}
         if source:
             entry["baselines_from"] = source

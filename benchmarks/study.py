@@ -167,20 +167,27 @@ def plot(grid: dict, records: dict, baselines: dict, out: Path, metric: str) -> 
     except ImportError:
         print("matplotlib is not installed: no curves.png (pip install matplotlib)", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, rec in records.items():
+    fig, ax = plt.subplots(figsize=(8, 5))
+    # One colour per variant from a 20-colour map, and a marker and line style that cycle on other periods, so
+    # no two of up to 20 x 8 lines look alike.
+    colours, markers, lines = plt.get_cmap("tab20").colors, "osD^vP*X", ("-", "--", "-.", ":")
+    for i, (name, rec) in enumerate(records.items()):
         points = [(h["step"], s["mean"][metric]) for h in rec.get("valid", []) for s in h["scores"].values()
                   if metric in s["mean"]]
         if points:
-            ax.plot(*zip(*points), marker="o", label=name)
-    for key, score in baselines.get("valid", {}).items():
+            ax.plot(*zip(*points), color=colours[i % len(colours)], marker=markers[i % len(markers)],
+                    linestyle=lines[(i // len(colours)) % len(lines)], markersize=4, label=name)
+    for key, score in baselines.get("valid", {}).items():  # baselines: a labelled band of mean ± std
         if metric in score["mean"]:
-            ax.axhline(score["mean"][metric], linestyle="--", linewidth=1, color="grey")
-            ax.annotate(key.rpartition("/")[2], (0, score["mean"][metric]), fontsize=7, color="grey")
+            mean, std = score["mean"][metric], score["std"].get(metric, 0.0)
+            ax.axhspan(mean - std, mean + std, color="grey", alpha=0.15, linewidth=0)
+            ax.axhline(mean, color="grey", linewidth=0.8)
+            ax.annotate(f"{key.rpartition('/')[2]} {mean:.3g}", (1.0, mean), xycoords=("axes fraction", "data"),
+                        xytext=(3, 0), textcoords="offset points", fontsize=7, color="dimgrey", va="center")
     ax.set_xlabel("outer step")
     ax.set_ylabel(f"validation {metric} (fresh learner)")
     ax.set_title(f"{grid['name']}: summary vs same-size baselines")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2 if len(records) > 8 else 1, loc="best")
     fig.tight_layout()
     fig.savefig(out / "curves.png.tmp", format="png", dpi=110)
     Path(out / "curves.png.tmp").replace(out / "curves.png")

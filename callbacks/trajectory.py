@@ -12,9 +12,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from farzi_lightning.files import atomic_save, atomic_write
+from farzi_lightning.manifest import MANIFEST, read_manifest, write_manifest
 from farzi_lightning.runs import hold, release
 from farzi_lightning.seeds import SEED_VAR
-from farzi_lightning.trajectories import MANIFEST, read_manifest, write_manifest
 
 
 class TrajectoryCheckpoint(Callback):

@@ -30,9 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -40,54 +38,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from . import seeds
-from .bilevel import inner_schedule, train_steps
+from .fresh import checked, make_optimizer, score, train_to_patience
 from .inner import InnerOptimizer
 from .learners import build_learner
-from .learners.base import RecordsInit
-from .metrics import Evaluator, NonFiniteScores
-from .stats import paired
+from .parts import RecordsInit
+from .scores import Score, log_dict, paired_differences, paired_table, table  # noqa: F401 (re-exported)
 from .summaries import Feed, Summary, make_baseline
+from .teacher import CountModel
 
 LEARNED = ("summary", "random", "head", "teacher")
 REFERENCES = ("full", "popularity", "unigram")
 CANDIDATES = LEARNED + REFERENCES
-
-
-class CountModel(nn.Module):
-    """The count floor as a learner: every position scores token t by ``log(count_t)`` (popularity / unigram)."""
-
-    def __init__(self, counts: Tensor, padding_idx: int | None = None) -> None:
-        super().__init__()
-        counts = counts.double().clamp_min(0.5)  # a token never seen in training keeps a finite score
-        if padding_idx is not None:
-            counts[padding_idx] = 0.5
-        self.register_buffer("log_p", torch.log(counts / counts.sum()).float())
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.log_p.expand(*tokens.shape[:2], -1)  # (B, L, V)
-
-
-@dataclass
-class Score:
-    """One (learner, candidate): per-seed values of each metric on the scored split, and the chosen steps."""
-
-    values: dict[str, list[float]] = field(default_factory=dict)
-    best_steps: list[int] = field(default_factory=list)
-    curves: list[list[tuple[int, float]]] = field(default_factory=list)
-    capped: list[bool] = field(default_factory=list)
-    """Per seed: training ran to the cap of ``steps`` without patience stopping it (it may still improve)."""
-
-    def mean(self, metric: str) -> float:
-        return statistics.fmean(self.values[metric])
-
-    def std(self, metric: str) -> float:
-        v = self.values[metric]
-        return statistics.stdev(v) if len(v) > 1 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"values": self.values, "mean": {m: self.mean(m) for m in self.values},
-                "std": {m: self.std(m) for m in self.values}, "best_steps": self.best_steps, "curves": self.curves,
-                "capped": self.capped}
 
 
 class Downstream(RecordsInit):
@@ -154,22 +115,7 @@ class Downstream(RecordsInit):
                 "momentum": getattr(inner, "momentum", 0.0), "weight_decay": getattr(inner, "weight_decay", 0.0),
                 "patience": self.patience}
 
-    @staticmethod
-    def make_optimizer(recipe: dict[str, Any], params, inner: InnerOptimizer | None = None) -> torch.optim.Optimizer:
-        """The recipe's optimiser over ``params``; ``forwardoptimizer`` needs the ``inner`` optimiser itself."""
-        kind = recipe["optimizer"]
-        if kind == "sgd":
-            return torch.optim.SGD(params, lr=recipe["lr"], momentum=recipe["momentum"])
-        if kind in ("adam", "adamw"):
-            cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
-            extra = {"weight_decay": recipe.get("weight_decay", 0.0)} if kind == "adamw" else {}
-            return cls(params, lr=recipe["lr"], betas=tuple(recipe["betas"]), eps=recipe["eps"], **extra)
-        if inner is None:
-            raise ValueError(f"downstream optimizer {kind!r} is the inner optimiser's own update; pass inner")
-        optimizer = inner.torch_optimizer(params)
-        for group in optimizer.param_groups:
-            group["lr"] = recipe["lr"]
-        return optimizer
+    make_optimizer = staticmethod(make_optimizer)
 
     def learner_configs(self, learner: nn.Module) -> dict[str, dict]:
         """``{name: config}``: the distillation learner first, then the extra architectures."""
@@ -261,7 +207,7 @@ class Downstream(RecordsInit):
                 if seed is None:
                     model = full if name == "full" else CountModel(
                         data.train_counts(), getattr(learner, "padding_idx", None)).to(device)
-                    values = self._checked(lambda m=model: self.score(m, final, None), f"{name} reference")
+                    values = checked(lambda m=model: self.score(m, final, None), f"{name} reference")
                     best_step, capped, curve = 0, False, []
                 else:
                     if name == "summary":
@@ -269,8 +215,11 @@ class Downstream(RecordsInit):
                     else:
                         rows, ids, candidate_feed = self._baseline(name, summary, real, teacher, seed, device)
                     fresh = self._fresh(named[lname], seed, device)
-                    values, best_step, curve, capped = self._train(fresh, rows, candidate_feed, recipe, inner, seed,
-                                                                   val, final, text, ids, f"{lname}/{name} seed {seed}")
+                    values, best_step, curve, capped = train_to_patience(
+                        fresh, rows, candidate_feed, self.make_optimizer(recipe, fresh.parameters(), inner), recipe,
+                        seed, val, final, text=text, k=self.k, eval_every=self.eval_every,
+                        patience=recipe.get("patience", self.patience), val_batches=self.val_batches, ids=ids,
+                        label=f"{lname}/{name} seed {seed}")
                     if progress is not None:
                         cap = f", hit the cap of {recipe['steps']} steps" if capped else ""
                         progress(f"{lname}/{name} seed {seed}: " + ", ".join(
@@ -303,6 +252,15 @@ class Downstream(RecordsInit):
             results[out] = self._cache[cache]
         return results
 
+    def score(self, model: nn.Module, loader: DataLoader, max_batches: int | None) -> dict[str, float]:
+        """Real-data metrics of ``model`` on ``loader`` (``fresh.score`` with this harness's k)."""
+        return score(model, loader, self.k, max_batches)
+
+    @staticmethod
+    def _fresh(config: dict, seed: int, device) -> nn.Module:
+        torch.manual_seed(seed)
+        return build_learner(config).to(device)
+
     def _baseline(self, name: str, summary: Summary, real: Tensor, teacher: nn.Module | None, seed: int,
                   device) -> tuple[Tensor, Tensor, Feed]:
         """A same-size baseline's distributions ``(n, L, V)`` and its real rows ``(n, L)`` (the inputs)."""
@@ -313,66 +271,6 @@ class Downstream(RecordsInit):
         """The same-size baseline ``name`` that downstream seed ``seed`` trains on (rows drawn from its stream)."""
         return make_baseline(name, summary.vocab_size, summary.num_sequences, summary.seq_len, summary.padding_idx,
                              real, seeds.downstream(seed), teacher, targets=self.teacher_targets)
-
-    @staticmethod
-    def _fresh(config: dict, seed: int, device) -> nn.Module:
-        torch.manual_seed(seed)
-        return build_learner(config).to(device)
-
-    def _train(self, learner: nn.Module, rows: Tensor, feed: Feed, recipe: dict, inner: InnerOptimizer, seed: int,
-               val: DataLoader, final: DataLoader, text: bool, ids: Tensor | None = None, label: str = "learner"
-               ) -> tuple[dict[str, float], int, list, bool]:
-        """Train with validation every ``eval_every`` steps until ``patience`` checks bring no improvement (or the
-        cap); score ``final`` at the best validation point. Returns (metrics, best step, curve, capped)."""
-        key = "ppl" if text else f"ndcg@{self.k}"
-        sign = -1.0 if text else 1.0
-        rows = rows.to(next(learner.parameters()).dtype)  # a float64 summary trains float32 learners too
-        schedule = inner_schedule(len(rows), recipe["batch_size"] or len(rows), recipe["steps"],
-                                  seeds.downstream(seed))
-        optimizer = self.make_optimizer(recipe, learner.parameters(), inner)
-        best: tuple[float, int, dict[str, Tensor]] = (-math.inf, 0, {})
-        curve: list[tuple[int, float]] = []
-        patience = recipe.get("patience", self.patience)
-        learner.eval()  # as in the inner loop: no dropout (its forward and reverse passes must agree)
-
-        def after(step: int) -> bool:
-            nonlocal best
-            if step % self.eval_every != 0 and step != recipe["steps"]:
-                return False
-            value = self._checked(lambda: self.score(learner, val, self.val_batches), f"{label}, step {step}")[key]
-            curve.append((step, value))
-            if sign * value > best[0]:
-                best = (sign * value, step, {k: v.detach().clone() for k, v in learner.state_dict().items()})
-            stale = sum(1 for s, _ in curve if s > best[1])  # checks since the best one
-            return patience is not None and stale >= patience
-
-        taken = train_steps(learner, rows, feed, optimizer, schedule, after, ids=ids)
-        learner.load_state_dict(best[2])
-        scored = self._checked(lambda: self.score(learner, final, None), f"{label}, step {best[1]}")
-        return scored, best[1], curve, patience is not None and taken == recipe["steps"]
-
-    @staticmethod
-    def _checked(run: Callable[[], dict[str, float]], where: str) -> dict[str, float]:
-        """``run()``, a NaN or infinite score named by ``where`` (learner, candidate, seed, step)."""
-        try:
-            return run()
-        except NonFiniteScores as err:
-            raise NonFiniteScores(f"downstream {where}: {err}") from None
-
-    @torch.no_grad()
-    def score(self, model: nn.Module, loader: DataLoader, max_batches: int | None) -> dict[str, float]:
-        """Real-data metrics of ``model`` on ``loader`` (perplexity, or HR@k and nDCG@k with full ranking)."""
-        was_training = model.training
-        model.eval()
-        device = next(iter(model.buffers()), next(iter(model.parameters()), torch.empty(0))).device
-        evaluator = Evaluator(self.k, sync=False).to(device)  # one rank's own evaluation: no gather
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            evaluator.update(model, tuple(t.to(device) for t in batch))
-        model.train(was_training)
-        return {name.rpartition("/")[2]: float(v) for name, v in evaluator.compute("x").items()}
-
 
 _UNSET = -1.0e300  # stands for NaN while packed rows are summed over processes
 
@@ -391,61 +289,3 @@ def _fingerprint(model: nn.Module | None) -> str | None:
     return f"{type(model).__name__}:{getattr(model, 'temperature', 1.0)}:{len(sums)}:{sum(sums):.12g}"
 
 
-def log_dict(results: dict[tuple[str, str], Score]) -> dict[str, float]:
-    """``downstream/<learner>/<candidate>/<metric>`` (mean) and ``.../<metric>_std`` for a logger, and the paired
-    differences ``paired/<learner>/summary-<other>/<metric>`` (mean, ``_lo``, ``_hi``: the 95% interval)."""
-    out = {}
-    for (lname, candidate), score in results.items():
-        for metric in score.values:
-            out[f"downstream/{lname}/{candidate}/{metric}"] = score.mean(metric)
-            out[f"downstream/{lname}/{candidate}/{metric}_std"] = score.std(metric)
-    for (lname, other, metric), iv in paired_differences(results).items():
-        key = f"paired/{lname}/summary-{other}/{metric}"
-        out[key] = iv.mean
-        if iv.n > 1:
-            out[key + "_lo"], out[key + "_hi"] = iv.lo, iv.hi
-    return out
-
-
-def table(results: dict[tuple[str, str], Score]) -> str:
-    """A Markdown table of the results: one row per (learner, candidate), mean ± std per metric, the best step
-    of each seed (``!`` marks a seed that hit the cap of steps while patience had not stopped it)."""
-    metrics = sorted({m for s in results.values() for m in s.values})
-    lines = ["| learner | candidate | " + " | ".join(metrics) + " | best step |",
-             "|---" * (len(metrics) + 3) + "|"]
-    for (lname, candidate), score in results.items():
-        cells = [f"{score.mean(m):.4f} ± {score.std(m):.4f}" if m in score.values else "" for m in metrics]
-        capped = score.capped or [False] * len(score.best_steps)
-        steps = "/".join(f"{s}{'!' if c else ''}" for s, c in zip(score.best_steps, capped))
-        lines.append(f"| {lname} | {candidate} | " + " | ".join(cells) + f" | {steps} |")
-    if any(any(s.capped) for s in results.values()):
-        lines.append("\n`!`: the seed trained to the cap of steps and may still have been improving.")
-    return "\n".join(lines)
-
-
-def paired_differences(results: dict[tuple[str, str], Score], candidate: str = "summary") -> dict:
-    """``{(learner, other, metric): Interval}``: ``candidate − other`` per seed with its 95% interval, for every
-    other candidate of the same learner (references, which have no seeds, pair with every seed)."""
-    out = {}
-    for (lname, name), score in results.items():
-        if name != candidate:
-            continue
-        for (other_learner, other), base in results.items():
-            if other == candidate or (other_learner != lname and other != "full"):
-                continue
-            for metric, values in score.values.items():
-                if metric in base.values:
-                    out[(lname, other, metric)] = paired(values, base.values[metric])
-    return out
-
-
-def paired_table(results: dict[tuple[str, str], Score], candidate: str = "summary") -> str:
-    """A Markdown table of ``paired_differences``: mean difference and 95% interval (``*``: excludes 0)."""
-    rows = paired_differences(results, candidate)
-    if not rows:
-        return ""
-    lines = [f"| learner | {candidate} − | metric | mean difference [95% interval] |", "|---|---|---|---|"]
-    for (lname, other, metric), iv in rows.items():
-        lines.append(f"| {lname} | {other} | {metric} | {iv} |")
-    lines.append("\nPaired by downstream seed (same initialisation and batch order); `*`: the interval excludes 0.")
-    return "\n".join(lines)

@@ -6,47 +6,46 @@
   without a graph, before the T differentiated ones: random-truncated backpropagation through time, so the
   outer loop sees every stage of training on the summary while differentiating only a window of it.
 
-A new start point subclasses ``StartPoint`` and implements ``sample``; the module needs no change. Every draw
-comes from the ``generator`` the module passes (a function of seed, outer step and rank), so resume is exact.
+A new start point subclasses ``StartPoint`` and implements ``sample(context, generator)``; it sees the run through a
+``Context`` (``farzi_lightning.context``), never the LightningModule. Every draw comes from the ``generator`` the
+outer step passes (a function of seed, outer step and draw), so resume is exact.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .bilevel import inner_schedule, make_optimizer, train_steps
+from .context import Context
 from .learners import build_learner
-from .learners.base import RecordsInit
+from .parts import RecordsInit
 from .trajectories import TrajectoryBank
-
-if TYPE_CHECKING:
-    from .module import FarziLightningModule
 
 
 class StartPoint(RecordsInit, ABC):
-    """Base class: ``sample(module, generator) -> {name: tensor}``, the learner's parameters θ0."""
+    """Base class: ``sample(context, generator) -> {name: tensor}``, the learner's parameters θ0. A start point
+    reads only the ``Context`` (learner, summary, feed, inner optimiser, data, teacher)."""
 
-    def setup(self, module: FarziLightningModule) -> None:  # noqa: B027 (optional hook: nothing by default)
-        """Called once the module has its trainer and data (load banks, check compatibility)."""
+    def setup(self, context: Context) -> None:  # noqa: B027 (optional hook: nothing by default)
+        """Called once the run has its data (``context.data``): load banks, check them against the data."""
 
     @abstractmethod
-    def sample(self, module: FarziLightningModule, generator: torch.Generator) -> dict[str, Tensor]:
-        """θ0 for one outer step, on ``module.device``; draw randomness from ``generator`` only."""
+    def sample(self, context: Context, generator: torch.Generator) -> dict[str, Tensor]:
+        """θ0 for one outer step, on ``context.device``; draw randomness from ``generator`` only."""
 
     def teacher(self, map_location: str | torch.device = "cpu") -> nn.Module | None:
         """A full-data model this start point knows of (None: none)."""
         return None
 
 
-def like_learner(module: FarziLightningModule, state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``state`` on the module's device and in its learner's dtypes (a float64 run, ``64-true``, reads float32
+def like_learner(context: Context, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` on the context's device and in its learner's dtypes (a float64 run, ``64-true``, reads float32
     bank checkpoints and fresh initialisations in float64)."""
-    ref = module.learner.state_dict()
-    return {k: v.detach().to(device=module.device, dtype=ref[k].dtype if k in ref else v.dtype)
+    ref = context.learner.state_dict()
+    return {k: v.detach().to(device=context.device, dtype=ref[k].dtype if k in ref else v.dtype)
             for k, v in state.items()}
 
 
@@ -66,18 +65,18 @@ class TrajectoryStart(StartPoint):
         self.min_fraction, self.max_fraction = min_fraction, max_fraction
         self.bank: TrajectoryBank | None = None
 
-    def setup(self, module: FarziLightningModule) -> None:
-        data = module.trainer.datamodule
+    def setup(self, context: Context) -> None:
+        data = context.data
         try:
             self.bank = TrajectoryBank(self.path, fingerprint=data.fingerprint,
                                        vocab_size=data.vocab_size, min_fraction=self.min_fraction,
                                        max_fraction=self.max_fraction, include_init=self.include_init)
-            self.bank.check_compatible(module.learner)
+            self.bank.check_compatible(context.learner)
         except (ValueError, FileNotFoundError) as err:
             raise type(err)(f"model.init_args.start (TrajectoryStart path={self.path}): {err}") from err
 
-    def sample(self, module: FarziLightningModule, generator: torch.Generator) -> dict[str, Tensor]:
-        return like_learner(module, self.bank.sample(generator, map_location=module.device))
+    def sample(self, context: Context, generator: torch.Generator) -> dict[str, Tensor]:
+        return like_learner(context, self.bank.sample(generator, map_location=context.device))
 
     def teacher(self, map_location: str | torch.device = "cpu") -> nn.Module | None:
         return TrajectoryBank(self.path).model(map_location=map_location)
@@ -86,17 +85,17 @@ class TrajectoryStart(StartPoint):
 class RandomStart(StartPoint):
     """A fresh initialisation of the learner every outer step (drawn from the step's generator)."""
 
-    def sample(self, module: FarziLightningModule, generator: torch.Generator) -> dict[str, Tensor]:
+    def sample(self, context: Context, generator: torch.Generator) -> dict[str, Tensor]:
         seed = int(torch.randint(2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            fresh = build_learner(module.learner.config())
-        return like_learner(module, fresh.state_dict())
+            fresh = build_learner(context.learner.config())
+        return like_learner(context, fresh.state_dict())
 
 
 class SummaryWarmStart(StartPoint):
     """``start``, then k ~ U[0, max_steps] plain steps on the current summary (no graph), with the ``torch.optim``
-    twin of the inner optimiser, the inner batch size and the module's ``Feed``. The inner optimiser then
+    twin of the inner optimiser, the inner batch size and the context's ``Feed``. The inner optimiser then
     starts from the result with fresh moments. With ``max_steps=0`` it is exactly ``start``.
 
     Args:
@@ -109,25 +108,25 @@ class SummaryWarmStart(StartPoint):
             raise ValueError(f"SummaryWarmStart max_steps must be an integer >= 0, got {max_steps!r}")
         self.start, self.max_steps = start, max_steps
 
-    def setup(self, module: FarziLightningModule) -> None:
-        self.start.setup(module)
+    def setup(self, context: Context) -> None:
+        self.start.setup(context)
 
     def teacher(self, map_location: str | torch.device = "cpu") -> nn.Module | None:
         return self.start.teacher(map_location)
 
-    def sample(self, module: FarziLightningModule, generator: torch.Generator) -> dict[str, Tensor]:
-        theta = self.start.sample(module, generator)
+    def sample(self, context: Context, generator: torch.Generator) -> dict[str, Tensor]:
+        theta = self.start.sample(context, generator)
         steps = int(torch.randint(self.max_steps + 1, (1,), generator=generator))
         if steps == 0:
             return theta
-        learner = module.learner_copy()
+        learner = context.learner_copy()
         learner.load_state_dict(theta)
         learner.eval()  # as in the inner loop
-        summary = module.summary
-        schedule = inner_schedule(summary.num_sequences, module.hparams.inner_batch_size, steps, generator)
+        summary = context.summary
+        schedule = inner_schedule(summary.num_sequences, context.inner_batch_size, steps, generator)
         with torch.no_grad():
             rows = summary().detach()  # (n, L, V)
         with torch.enable_grad():
-            train_steps(learner, rows, module.feed, make_optimizer(module.inner, learner.parameters()),
+            train_steps(learner, rows, context.feed, make_optimizer(context.inner, learner.parameters()),
                         schedule.to(rows.device), ids=summary.input_ids())
         return {k: v.detach().clone() for k, v in learner.state_dict().items()}

@@ -15,6 +15,9 @@ samples often want an early checkpoint's softer predictions, a temperature, or t
 
 A plain bank directory (``teacher: runs/banks/ml100k_sasrec``) is ``Teacher(banks=[that])``: its best
 validation checkpoint, temperature 1.
+
+Also here: ``FullDataModels`` (a distillation's teacher and ``full`` reference, each loaded once) and
+``CountModel`` (the count floor as a model: popularity for items, unigram for words).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .learners.base import RecordsInit
+from .parts import RecordsInit
 from .trajectories import TrajectoryBank
 
 Checkpoint = Literal["best", "last"] | int | float
@@ -145,3 +148,66 @@ def as_teacher(value: str | dict | Teacher | None) -> Teacher | None:
                              f"{value.get('class_path')!r}")
         return Teacher(**value.get("init_args", {}))
     return Teacher(banks=[str(value)])
+
+
+class FullDataModels:
+    """A distillation's full-data models, each loaded once: the ``teacher`` that labels (``spec``, else the start
+    point's model) and the ``full`` reference (the best checkpoint of the spec's first bank, else the start
+    point's model). Refusals name ``model.init_args.teacher``.
+
+    Args:
+        spec: the ``Teacher`` (None: the start point's model serves).
+        start: the start point (its ``teacher(map_location)``).
+        seq_len: the summary's length: a teacher must read its L - 1 inputs.
+    """
+
+    def __init__(self, spec: Teacher | None, start, seq_len: int) -> None:
+        self.spec, self.start, self.seq_len = spec, start, seq_len
+        self._models: dict[str, nn.Module | None] = {}
+
+    def teacher(self, data, device: str | torch.device) -> nn.Module | None:
+        """The model that labels; None when there is none."""
+        if "teacher" not in self._models:
+            if self.spec is not None:
+                model = self._load(lambda: self.spec.model(data.fingerprint, data.vocab_size, device))
+            else:
+                model = self.start.teacher(device)
+            reads = getattr(model, "max_len", None)
+            if reads is not None and self.seq_len - 1 > reads:
+                raise ValueError(f"model.init_args.teacher: the full-data model reads at most {reads} tokens, but "
+                                 f"model.init_args.summary.init_args.seq_len={self.seq_len} needs {self.seq_len - 1}"
+                                 "; pretrain with a longer max_len or shorten the summary")
+            self._models["teacher"] = None if model is None else model.requires_grad_(False)
+        return self._models["teacher"]
+
+    def full(self, data, device: str | torch.device) -> nn.Module | None:
+        """The ``full`` reference; None when there is none."""
+        if "full" not in self._models:
+            if self.spec is None:
+                model = self.start.teacher(device)
+            else:
+                model = self._load(lambda: TrajectoryBank(self.spec.banks[0], fingerprint=data.fingerprint,
+                                                          vocab_size=data.vocab_size).model(map_location=device))
+            self._models["full"] = None if model is None else model.requires_grad_(False)
+        return self._models["full"]
+
+    @staticmethod
+    def _load(load) -> nn.Module:
+        try:
+            return load()
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"model.init_args.teacher: {err}") from err
+
+
+class CountModel(nn.Module):
+    """The count floor as a learner: every position scores token t by ``log(count_t)`` (popularity / unigram)."""
+
+    def __init__(self, counts: Tensor, padding_idx: int | None = None) -> None:
+        super().__init__()
+        counts = counts.double().clamp_min(0.5)  # a token never seen in training keeps a finite score
+        if padding_idx is not None:
+            counts[padding_idx] = 0.5
+        self.register_buffer("log_p", torch.log(counts / counts.sum()).float())
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.log_p.expand(*tokens.shape[:2], -1)  # (B, L, V)

@@ -38,8 +38,9 @@ def mlp_problem(dtype: torch.dtype = torch.float64, n_batches: int = 4):
 def transformer_problem(dtype: torch.dtype = torch.float64, vocab: int = 13, seed: int = 0):
     """A 2-layer d=16 causal LM trained on a soft latent summary ``softmax(Z @ M)``; outer loss on real ids."""
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = TransformerLM(vocab, d_model=16, n_layers=2, n_heads=2, max_len=8, dropout=0.0).to(dtype)
+    with torch.random.fork_rng(devices=[]):  # the model's initialisation from ``seed``; the caller's RNG untouched
+        torch.manual_seed(seed)
+        model = TransformerLM(vocab, d_model=16, n_layers=2, n_heads=2, max_len=8, dropout=0.0).to(dtype)
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     z = (torch.randn(4, 8, 6, generator=g) * 0.5).to(dtype).requires_grad_(True)  # n x L x d
     m = torch.randn(6, vocab, generator=g).to(dtype).requires_grad_(True)  # d x V

@@ -10,7 +10,6 @@ Each entry: ``{"run", "step", "max_step", "file", "metrics"}``; ``max_step`` is 
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 import zipfile
@@ -21,24 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .files import atomic_write
-
-MANIFEST = "manifest.json"
-
-
-def read_manifest(root: Path) -> dict[str, Any]:
-    path = root / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a trajectory bank (make one with a pretrain config, e.g. "
-                                "farzi fit --config configs/ml100k_pretrain.yaml)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
-
-
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    atomic_write(root / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+from .learners import build_learner
+from .manifest import MANIFEST, read_manifest, write_manifest  # noqa: F401 (write_manifest: re-exported)
 
 
 class TrajectoryBank:
@@ -152,8 +135,6 @@ class TrajectoryBank:
 
     def model(self, index: int | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
         """The learner of checkpoint ``index`` (None: ``best_index()``), rebuilt from the bank's architecture."""
-        from .learners import build_learner
-
         learner = build_learner(self.learner_config, f"{self.root / MANIFEST}: learner")
         learner.load_state_dict(self.load(self.best_index() if index is None else index))
         return learner.to(map_location).eval()

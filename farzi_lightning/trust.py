@@ -21,6 +21,8 @@ import re
 import sys
 from typing import Any
 
+from .parts import RecordsInit
+
 #: Packages whose modules a file's class path may import (their classes are still checked like any other).
 ROOTS = ("farzi_lightning", "torch", "lightning", "pytorch_lightning", "torchmetrics")
 
@@ -41,8 +43,6 @@ def buildable_bases() -> tuple[type, ...]:
     import torch
     from lightning.pytorch import Callback, LightningDataModule, LightningModule
     from lightning.pytorch.loggers import Logger
-
-    from .learners.base import RecordsInit
 
     return (RecordsInit, LightningModule, LightningDataModule, Callback, Logger, torch.optim.Optimizer,
             torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -32,19 +33,49 @@ def real_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    """Where the end-to-end tests read ``ml-100k/`` and ``ptb/``: the real data when present, else (and with
-    ``FARZI_TEST_DATA=generated``) stand-ins written here, so a fresh clone runs every path offline."""
+def _data_root(tmp_path_factory) -> tuple[Path, bool]:
+    """(where the data is, whether it is generated stand-ins)."""
     path = _real()
     if path is not None and os.environ.get("FARZI_TEST_DATA") != "generated":
-        return path
+        return path, False
     if os.environ.get("CI") and os.environ.get("FARZI_TEST_DATA") != "generated":
         pytest.fail("real data not found under CI (set FARZI_DATA_DIR to a folder holding ptb/ and ml-100k/)")
-    os.environ["FARZI_VERIFY"] = "0"  # stand-ins carry the canonical names, not the canonical bytes
-    return write_standins(tmp_path_factory.mktemp("standins"))
+    return write_standins(tmp_path_factory.mktemp("standins")), True
+
+
+@pytest.fixture
+def data_dir(_data_root, monkeypatch) -> Path:
+    """Where the end-to-end tests read ``ml-100k/`` and ``ptb/``: the real data when present, else (and with
+    ``FARZI_TEST_DATA=generated``) stand-ins written once per session, so a fresh clone runs every path
+    offline. With stand-ins, ``FARZI_VERIFY=0`` for this test only (they carry the canonical names, not the
+    canonical bytes)."""
+    path, generated = _data_root
+    if generated:
+        monkeypatch.setenv("FARZI_VERIFY", "0")
+    return path
+
+
+@pytest.fixture(scope="module")
+def module_data_dir(_data_root):
+    """``data_dir`` for module-scoped fixtures (banks and runs shared by a file's tests): ``FARZI_VERIFY=0`` with
+    stand-ins until the module's last test ends."""
+    path, generated = _data_root
+    with pytest.MonkeyPatch.context() as patch:
+        if generated:
+            patch.setenv("FARZI_VERIFY", "0")
+        yield path
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_argv(monkeypatch) -> None:
+def _isolated(monkeypatch):
+    """Every test starts from torch seed 0 and ``sys.argv == ["farzi"]`` (in-process CLI runs take args=), and
+    leaves no trace: the environment (``PL_GLOBAL_SEED`` set by ``seed_everything``, ``FARZI_*``) and the
+    global RNGs are restored afterwards, so results do not depend on test order."""
+    environ, torch_rng, python_rng = dict(os.environ), torch.get_rng_state(), random.getstate()
     torch.manual_seed(0)
-    monkeypatch.setattr("sys.argv", ["farzi"])  # in-process CLI runs get their arguments from args=
+    monkeypatch.setattr("sys.argv", ["farzi"])
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    torch.set_rng_state(torch_rng)
+    random.setstate(python_rng)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hand_metrics import popularity_hr, unigram_ppl
 
 from cli_utils import ROOT, SHORT_DOWNSTREAM, run, working_in
 from small_data import write_corpus, write_interactions
@@ -76,8 +77,10 @@ def test_ratings_csv_with_string_ids_and_duplicates(tmp_path):
     assert data.split.report["short_users"] == 2 and len(data.split.user_ids) == 40
     lines = (tmp_path / fitted.trainer.log_dir / "checkpoints" / "summary.txt").read_text().split()
     assert lines and all(token.startswith("B0") and token.endswith("X") for token in lines)  # original ids
+    # The popularity floor, ranked by hand from the split (tests/hand_metrics.py).
+    reported = float(tested.trainer.callback_metrics["downstream/sasrec/popularity/hr@10"])
+    assert reported == pytest.approx(popularity_hr(data.split), abs=1e-6)
     assert 0.0 <= float(tested.trainer.callback_metrics["downstream/sasrec/summary/hr@10"]) <= 1.0
-    assert float(tested.trainer.callback_metrics["downstream/sasrec/random/hr@10"]) >= 0.0
 
 
 def test_novel_with_name_dot_split_files_and_a_large_vocabulary(tmp_path):
@@ -87,6 +90,9 @@ def test_novel_with_name_dot_split_files_and_a_large_vocabulary(tmp_path):
     assert rows.shape == (10, 13) and torch.all(rows < fitted.datamodule.vocab_size)
     ppl = float(tested.trainer.callback_metrics["downstream/transformerlm/summary/ppl"])
     assert 1.0 < ppl < float("inf")
+    # The unigram floor by hand, from the training words (tests/hand_metrics.py).
+    reported = float(tested.trainer.callback_metrics["downstream/transformerlm/unigram/ppl"])
+    assert reported == pytest.approx(unigram_ppl(fitted.datamodule), rel=1e-4)
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from hand_metrics import learner_metric, popularity_hr, unigram_ppl
 
+from farzi_lightning.cli import TINY as TINY_CAPS
 from farzi_lightning.cli import build
 
 from cli_utils import ABLATIONS, CONFIGS, ROOT, SHORT_DOWNSTREAM, run
+
+
+def yaml_value(config, key: str):
+    """The value at a dotted ``key`` of a YAML config."""
+    node = yaml.safe_load(config.read_text())
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def bank_maker(config):
@@ -50,15 +60,39 @@ def test_config_runs_tiny(config, tmp_path, monkeypatch, data_dir):
     monkeypatch.setenv("FARZI_DATA_DIR", str(data_dir))
     if (pretrain := bank_maker(config)) is not None:
         run("fit", config=pretrain)  # a tiny bank of the tiny learner, as the distillation config expects
-    # Distillation: a 10-sequence summary (PTB's token summary is 72M logits at full size) and brief downstream
-    # training.
-    short = [*SHORT_DOWNSTREAM, "--model.init_args.summary.init_args.num_sequences=10"] if pretrain else []
-    cli = run("fit", *short, config=ROOT / config)
+    cli = run("fit", config=ROOT / config)  # the tiny override's own caps, nothing passed by hand
     assert cli.trainer.global_step > 0
+    if pretrain is not None:  # a distillation: each cap of `tiny: true` holds (PTB's summary is 200 x 36 x 10,000)
+        built = {"model.init_args.inner_optimizer.init_args.steps": cli.model.inner.steps,
+                 "model.init_args.summary.init_args.num_sequences": cli.model.summary.num_sequences,
+                 "model.init_args.inner_batch_size": cli.model.hparams.inner_batch_size,
+                 "model.init_args.downstream.init_args.steps": cli.model.downstream.steps,
+                 "model.init_args.downstream.init_args.seeds": cli.model.downstream.seeds,
+                 "model.init_args.downstream.init_args.eval_every": cli.model.downstream.eval_every,
+                 "model.init_args.downstream.init_args.val_batches": cli.model.downstream.val_batches}
+        if hasattr(cli.model.start, "max_steps"):
+            built["model.init_args.start.init_args.max_steps"] = cli.model.start.max_steps
+        for key, value in built.items():
+            assert value is None or value <= TINY_CAPS[key], (key, value)  # None: set from T or the inner batch
+        assert cli.model.summary.num_sequences < yaml_value(config, "model.init_args.summary.init_args.num_sequences")
+    short = SHORT_DOWNSTREAM if pretrain else []
     ckpt = max(tmp_path.glob("**/lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     tested = run("test", f"--ckpt_path={ckpt}", *short, config=ROOT / config)
-    metrics = tested.trainer.callback_metrics
-    assert any(k.startswith(("test/", "downstream/")) for k in metrics), metrics
+    metrics, data = tested.trainer.callback_metrics, tested.datamodule
+    if pretrain is None:  # a learner: its test metric against a hand computation from its full forward pass
+        name, value = learner_metric(tested.model.learner, data)
+        assert float(metrics[f"test/{name}"]) == pytest.approx(value, rel=1e-4)
+    else:  # a distillation: every test candidate reported, the count floor equal to a hand computation
+        text = hasattr(data, "streams")
+        learner = type(tested.model.learner).__name__.lower()
+        floor = ("unigram", "ppl", unigram_ppl) if text else ("popularity", "hr@10", lambda d: popularity_hr(d.split))
+        candidates = tested.model.downstream.candidates
+        assert floor[0] in candidates and "summary" in candidates
+        for candidate in candidates:
+            if candidate not in ("unigram", "popularity") or candidate == floor[0]:
+                assert f"downstream/{learner}/{candidate}/{floor[1]}" in metrics, sorted(metrics)
+        reported = float(metrics[f"downstream/{learner}/{floor[0]}/{floor[1]}"])
+        assert reported == pytest.approx(floor[2](data), rel=1e-4)
 
 
 def ablation_base(ablation):

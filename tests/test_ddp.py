@@ -49,9 +49,10 @@ def scalars(log_dir: Path, prefix: str) -> dict[tuple[str, int], float]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir):
+def runs(tmp_path_factory, module_data_dir):
     root = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "FARZI_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "FARZI_DATA_DIR": str(module_data_dir), "PYTHONPATH": str(ROOT / "tests"),
+           "OMP_NUM_THREADS": "1"}
     farzi(["fit", "--config", str(ROOT / "configs/ml100k_pretrain.yaml"), "--config", str(TINY)], root, env)
     ddp = distil(root / "ddp", env, "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
                  f"--model.init_args.teacher={root}/runs/tiny/banks/ml100k_sasrec")

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hand_metrics import popularity_hr
 from lightning.pytorch import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from farzi_lightning import FarziLightningModule, load_summary
+from farzi_lightning import load_summary
 from farzi_lightning.callbacks import DownstreamEvaluation
 from farzi_lightning.cli import build
 from farzi_lightning.export import vocabulary_of
+from farzi_lightning.outer import OuterStep
 
 from cli_utils import ROOT, SHORT_DOWNSTREAM, run, working_in
 
@@ -22,9 +24,9 @@ PRETRAIN, DISTIL = ROOT / "configs" / "ml100k_pretrain.yaml", ROOT / "configs" /
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, data_dir):
+def workdir(tmp_path_factory, module_data_dir):
     """A folder holding a tiny ML-100k trajectory bank (runs/tiny/banks/ml100k_sasrec), used as the cwd."""
-    with working_in(tmp_path_factory.mktemp("distil"), data_dir) as root:
+    with working_in(tmp_path_factory.mktemp("distil"), module_data_dir) as root:
         run("fit", config=PRETRAIN)
     return root
 
@@ -105,6 +107,8 @@ def test_farzi_test_trains_fresh_learners_and_reports_real_metrics(in_workdir):
         assert 0.0 <= float(metrics[f"downstream/sasrec/{name}/hr@10"]) <= 1.0
         assert float(metrics[f"downstream/sasrec/{name}/ndcg@10"]) <= float(metrics[f"downstream/sasrec/{name}/hr@10"])
     assert "downstream/sasrec/unigram/ppl" not in metrics  # the text floor does not apply to interactions
+    hand = popularity_hr(tested.datamodule.split)  # ranked by hand from the split (tests/hand_metrics.py)
+    assert float(metrics["downstream/sasrec/popularity/hr@10"]) == pytest.approx(hand, abs=1e-6)
     # Paired differences: the mean of per-seed differences is the difference of the means.
     for name in ("random", "head", "popularity"):
         expected = float(metrics["downstream/sasrec/summary/hr@10"]) - float(metrics[f"downstream/sasrec/{name}/hr@10"])
@@ -159,17 +163,22 @@ class Snapshots(Callback):
         self.summaries.append(pl_module.summary.z.detach().clone())
 
 
-def test_nonfinite_steps_leave_the_summary_and_too_many_stop_with_a_checkpoint(in_workdir, monkeypatch):
-    real_draw = FarziLightningModule._draw
-    bad = {1}
+@pytest.mark.parametrize("what", ["gradient", "loss"])
+def test_nonfinite_steps_leave_the_summary_and_too_many_stop_with_a_checkpoint(in_workdir, monkeypatch, what):
+    real_draw = OuterStep.draw
+    bad, calls = {1}, []
 
-    def draw(self, index):
-        result = real_draw(self, index)
-        if self.global_step in bad or "all" in bad:
-            return dataclasses.replace(result, grads=tuple(torch.full_like(g, float("nan")) for g in result.grads))
+    def draw(self, generator, real):  # one draw per outer step: call i is outer step i
+        result = real_draw(self, generator, real)
+        step = len(calls)
+        calls.append(step)
+        if step in bad or "all" in bad:
+            if what == "gradient":
+                return dataclasses.replace(result, grads=tuple(torch.full_like(g, float("nan")) for g in result.grads))
+            return dataclasses.replace(result, outer_loss=torch.tensor(float("inf")))
         return result
 
-    monkeypatch.setattr(FarziLightningModule, "_draw", draw)
+    monkeypatch.setattr(OuterStep, "draw", draw)
     cli = build(["--config", str(DISTIL), "--config", str(ROOT / "configs/overrides/tiny.yaml"),
                  "--trainer.max_steps=3", *SHORT_DOWNSTREAM], run=False)
     snapshots = Snapshots()

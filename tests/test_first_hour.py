@@ -46,8 +46,8 @@ def test_the_readme_quickstart_runs_as_written(tmp_path, data_dir, monkeypatch, 
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory, data_dir):
-    with working_in(tmp_path_factory.mktemp("hour"), data_dir) as root:
+def fitted(tmp_path_factory, module_data_dir):
+    with working_in(tmp_path_factory.mktemp("hour"), module_data_dir) as root:
         pre = run("fit", config=PRETRAIN)
         distil = run("fit", "--trainer.max_steps=2", *SHORT_DOWNSTREAM, config=DISTIL)
     return root, pre, distil

@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from farzi_lightning import bilevel
-from farzi_lightning.inner import ReverseAdam
+from farzi_lightning.context import Context
+from farzi_lightning.inner import ReverseAdam, UnrolledAdam
 from farzi_lightning.learners import SASRec
+from farzi_lightning.outer import OuterStep
 from farzi_lightning.starts import RandomStart, StartPoint, SummaryWarmStart
 from farzi_lightning.summaries import Feed, LatentSummary, TokenSummary, make_baseline
 
 V = 12
 
 
-def fake_module(summary_cls=TokenSummary, feed: Feed | None = None):
-    """What start points read from a FarziLightningModule: learner, summary, feed, inner, batch size, device."""
-    import copy
-
+def fake_module(summary_cls=TokenSummary, feed: Feed | None = None) -> Context:
+    """What start points read: a ``Context`` built by hand (no module, no Trainer)."""
     learner = SASRec(V, d_model=8, n_layers=1, n_heads=1, max_len=5).requires_grad_(False).eval()
     summary = summary_cls(V, 4, 6, padding_idx=0)
     summary.initialize(torch.randint(1, V, (10, 6)), torch.Generator().manual_seed(0))
-    holder = SimpleNamespace(learner=learner, summary=summary, feed=feed or Feed(), device=torch.device("cpu"),
-                             inner=ReverseAdam(lr=0.01, steps=3), hparams=SimpleNamespace(inner_batch_size=2))
-    holder.learner_copy = lambda: copy.deepcopy(learner).requires_grad_(True)
-    return holder
+    return Context(learner, summary, feed or Feed(), ReverseAdam(lr=0.01, steps=3), inner_batch_size=2)
 
 
 def test_random_start_is_a_function_of_the_generator_only():
@@ -74,8 +69,8 @@ def test_warm_start_trains_k_steps_on_the_summary_like_the_inner_loop():
 
 def test_start_point_is_an_extension_point():
     class Zeros(StartPoint):
-        def sample(self, module, generator):
-            return {k: torch.zeros_like(v) for k, v in module.learner.state_dict().items()}
+        def sample(self, context, generator):
+            return {k: torch.zeros_like(v) for k, v in context.learner.state_dict().items()}
 
     module = fake_module()
     theta = SummaryWarmStart(Zeros(), max_steps=3).sample(module, torch.Generator().manual_seed(0))
@@ -195,3 +190,32 @@ def test_row_sparse_meta_gradient_equals_the_dense_one_and_float64_unrolled(summ
     assert len(calls) >= 7 and all(shape[0] == 2 for shape in calls)  # every reversed step: its 2 rows only
     unread = sorted(set(range(6)) - set(schedule.flatten().tolist()))
     assert all(float(got[0][i].abs().max()) == 0.0 for i in unread)  # rows never read get no meta-gradient
+
+
+def test_the_outer_step_runs_without_a_trainer_exactly():
+    """``OuterStep`` over a hand-built ``Context``: reverse mode equals the float64 unrolled reference, and two
+    draws on one process equal one draw on each of two (the DDP mean)."""
+    def step(inner, draws=1, rank=0):
+        torch.manual_seed(0)
+        learner = SASRec(V, d_model=8, n_layers=1, n_heads=1, max_len=5).double().requires_grad_(False)
+        summary = LatentSummary(V, 4, 6, latent_dim=3, padding_idx=0).double()
+        summary.initialize(torch.randint(1, V, (10, 6)), torch.Generator().manual_seed(0))
+        context = Context(learner, summary, Feed("soft"), inner, inner_batch_size=2)
+        outer = OuterStep(context, SummaryWarmStart(RandomStart(), max_steps=2), meta_batch_size=draws)
+
+        def real(generator):
+            rows = torch.randint(1, V, (3, 6), generator=generator)
+            return rows[:, :-1], rows[:, 1:]
+
+        return outer(lambda draw: torch.Generator().manual_seed(100 + draw), real, rank)
+
+    reverse = step(ReverseAdam(lr=0.05, steps=4))
+    unrolled = step(UnrolledAdam(lr=0.05, steps=4))
+    assert reverse.finite and reverse.grad_norm > 0
+    for a, b in zip(reverse.grads, unrolled.grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    both = step(ReverseAdam(lr=0.05, steps=4), draws=2)
+    second = step(ReverseAdam(lr=0.05, steps=4), rank=1)
+    for m, a, b in zip(both.grads, reverse.grads, second.grads):
+        torch.testing.assert_close(m, (a + b) / 2, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(both.stats, (reverse.stats + second.stats) / 2)

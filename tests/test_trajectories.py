@@ -18,9 +18,9 @@ PRETRAIN = ROOT / "configs" / "ml100k_pretrain.yaml"
 
 
 @pytest.fixture(scope="module")
-def bank(tmp_path_factory, data_dir):
+def bank(tmp_path_factory, module_data_dir):
     """Two tiny SASRec runs (seeds 0 and 1) on ML-100k in one bank."""
-    with working_in(tmp_path_factory.mktemp("bank"), data_dir) as root:
+    with working_in(tmp_path_factory.mktemp("bank"), module_data_dir) as root:
         clis = [run("fit", f"--seed_everything={seed}", "--trainer.max_steps=8", "--trainer.limit_train_batches=8",
                     config=ROOT / "configs" / "ml100k_pretrain.yaml") for seed in (0, 1)]
     return root / "runs" / "tiny" / "banks" / "ml100k_sasrec", clis[0]

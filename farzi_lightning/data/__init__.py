@@ -1,6 +1,7 @@
 """Datamodules: word-level text corpora and user–item interaction logs (leave-last-out)."""
 
-from .interactions import InteractionDataModule, Split, leave_last_out, read_interactions
+from .events import Split, leave_last_out, read_interactions
+from .interactions import InteractionDataModule
 from .locate import ENV_VAR, resolve
 from .text import TextDataModule, Vocabulary
 from .windows import IGNORE_INDEX

@@ -6,14 +6,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from farzi_lightning.context import Context
 from farzi_lightning.starts import StartPoint
 
 
 class MixedStart(StartPoint):
     """Draw one of ``starts`` with probabilities ``weights`` (from the step's generator), then its θ0.
 
-    The contract: ``sample(module, generator)`` (abstract in ``StartPoint``); ``setup`` and ``teacher`` are
-    optional and forwarded.
+    The contract: ``sample(context, generator)`` (abstract in ``StartPoint``; ``context``: a
+    ``farzi_lightning.context.Context``); ``setup(context)`` and ``teacher`` are optional and forwarded.
 
     Args:
         starts: the start points to mix.
@@ -28,13 +29,13 @@ class MixedStart(StartPoint):
             raise ValueError(f"MixedStart weights must be one non-negative number per start, got {weights!r}")
         self.starts, self.weights = list(starts), torch.tensor(weights, dtype=torch.float64)
 
-    def setup(self, module) -> None:
+    def setup(self, context: Context) -> None:
         for start in self.starts:
-            start.setup(module)
+            start.setup(context)
 
     def teacher(self, map_location: str | torch.device = "cpu") -> nn.Module | None:
         return next((t for s in self.starts if (t := s.teacher(map_location)) is not None), None)
 
-    def sample(self, module, generator: torch.Generator) -> dict[str, Tensor]:
+    def sample(self, context: Context, generator: torch.Generator) -> dict[str, Tensor]:
         pick = int(torch.multinomial(self.weights, 1, generator=generator))
-        return self.starts[pick].sample(module, generator)
+        return self.starts[pick].sample(context, generator)

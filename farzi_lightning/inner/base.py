@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..learners.base import RecordsInit
+from ..parts import RecordsInit
 
 Params = dict[str, Tensor]
 InnerLoss = Callable[[Params, tuple[Tensor, ...], int], Tensor]

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ..manifest import read_manifest
 from .base import Learner, build_learner
 
 
@@ -27,8 +28,6 @@ class BankLearner(Learner):
     """
 
     def __new__(cls, vocab_size: int, path: str) -> Any:
-        from ..trajectories import read_manifest  # the bank module imports learners
-
         manifest = read_manifest(Path(path))
         config = manifest.get("learner")
         if not config:

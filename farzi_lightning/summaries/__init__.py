@@ -4,8 +4,9 @@
 from .base import Summary
 from .feed import Feed
 from .latent import LatentSummary
+from .learnable import LearnableSummary
 from .sampling import BASELINES, HeadSampleSummary, RandomSampleSummary, TeacherSampleSummary, make_baseline
 from .token import TokenSummary
 
 __all__ = ["BASELINES", "Feed", "HeadSampleSummary", "LatentSummary", "RandomSampleSummary", "Summary",
-           "TeacherSampleSummary", "TokenSummary", "make_baseline"]
+           "TeacherSampleSummary", "TokenSummary", "LearnableSummary", "make_baseline"]

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..contracts import SUMMARY, require
-from ..learners.base import RecordsInit
+from ..parts import RecordsInit
 
 Init = Literal["random", "head", "teacher", "noise", "real"]
 Inputs = Literal["tied", "fixed"]
@@ -97,50 +97,15 @@ class Summary(RecordsInit, nn.Module, metaclass=ABCMeta):
             return probs.argmax(-1)
         return torch.multinomial(probs.reshape(-1, self.vocab_size), 1, generator=generator).view(probs.shape[:2])
 
-    @torch.no_grad()
     def initialize(self, real: Tensor, generator: torch.Generator | None = None,
                    teacher: nn.Module | None = None) -> None:
-        """Start from the same-size baseline named by ``self.init`` built from ``real`` (``(N, ≥L)`` ids; the
-        ``teacher`` labels it for ``init="teacher"``), or from noise for ``init="noise"``."""
-        from .sampling import make_baseline  # the baselines are Summaries themselves
-
-        init = getattr(self, "init", "random")
-        if init == "noise":
-            if self.input_ids() is not None:
-                raise ValueError(f"{type(self).__name__}: inputs='fixed' needs real rows to read; init='noise' has "
-                                 "none")
-            self.init_noise(generator)
-            return
-        fixed = self.input_ids() is not None
-        baseline = make_baseline("random" if init == "real" else init, self.vocab_size, self.num_sequences,
-                                 self.seq_len, self.padding_idx, real, generator, teacher,
-                                 targets="teacher" if fixed else "lifted")
-        tokens = baseline.tokens.to(self.device_of())
-        self.load_rows(tokens, baseline.probs.to(self.device_of()) if init == "teacher" else None, generator)
-        if fixed:
-            self.input_tokens.copy_(tokens)
-
-    def _hold_inputs(self, inputs: str) -> None:
-        """``inputs='fixed'``: register the ``input_tokens`` buffer (filled by ``initialize``)."""
-        if inputs not in ("tied", "fixed"):
-            raise ValueError(f"inputs must be 'tied' or 'fixed', got {inputs!r}")
-        self.inputs = inputs
-        if inputs == "fixed":
-            self.register_buffer("input_tokens", torch.zeros(self.num_sequences, self.seq_len, dtype=torch.long))
+        """Fill the summary from ``real`` ``(N, ≥L)`` ids (``LearnableSummary``: from a same-size baseline or noise;
+        the baselines: their own rows)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to start from real rows (subclass "
+                                  "farzi_lightning.summaries.LearnableSummary, or override initialize)")
 
     def device_of(self) -> torch.device:
         return next(iter(self.parameters()), torch.empty(0)).device
-
-    def init_noise(self, generator: torch.Generator | None) -> None:
-        """Random parameters (``init="noise"``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no noise initialisation")
-
-    def load_rows(self, tokens: Tensor, probs: Tensor | None = None,
-                  generator: torch.Generator | None = None) -> None:
-        """Set the parameters so that the summary is peaked on ``tokens`` ``(n, L)``, or (when given) follows the
-        distributions ``probs`` ``(n, L, V)`` as closely as the parameterisation allows; ``generator`` draws
-        anything else random."""
-        raise NotImplementedError(f"{type(self).__name__} cannot start from real rows")
 
     def pick(self, real: Tensor, n: int, seq_len: int, generator: torch.Generator | None) -> Tensor:
         """``n`` real sequences cut to their last ``seq_len`` tokens, drawn without replacement (with, when

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Init, Inputs, Summary
+from .base import Init, Inputs
+from .learnable import LearnableSummary
 
 
-class LatentSummary(Summary):
+class LatentSummary(LearnableSummary):
     """O(nLd + dV) parameters instead of O(nLV): what makes large vocabularies affordable.
 
     Initialised from real data, the decoder's columns are random unit vectors and each latent is its real

@@ -7,10 +7,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import Init, Inputs, Summary
+from .base import Init, Inputs
+from .learnable import LearnableSummary
 
 
-class TokenSummary(Summary):
+class TokenSummary(LearnableSummary):
     """O(nLV) parameters; the baseline that ``LatentSummary`` improves upon.
 
     Args:

@@ -1,0 +1,40 @@
+"""What the reversal carries: ``State`` (exact optimiser state: parameters and buffers) and ``Adjoint`` (the running
+adjoints of the state, of each hyper tensor and of the learning rate)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .base import Params
+
+
+class State(NamedTuple):
+    """Exact optimiser state after ``step`` updates: parameters and the optimiser's own buffers."""
+
+    params: Params
+    buffers: tuple[Params, ...]
+
+
+class Adjoint:
+    """Running adjoints while reversing: ``params`` (of θ_t), ``buffers`` (of the optimiser buffers at t, laid
+    out like ``State.buffers``), ``hyper`` (accumulated meta-gradient of each hyper tensor) and ``lr``."""
+
+    def __init__(self, params: Params, buffers: tuple[Params, ...], hyper: tuple[Tensor, ...],
+                 lr: Tensor | None = None):
+        self.params, self.buffers, self.hyper = params, buffers, list(hyper)
+        self.used = [False] * len(hyper)
+        self.lr = torch.zeros((), dtype=torch.float64) if lr is None else lr  # adjoint of the learning rate
+
+    def clone(self) -> Adjoint:
+        out = Adjoint({k: v.clone() for k, v in self.params.items()},
+                       tuple({k: v.clone() for k, v in b.items()} for b in self.buffers),
+                       tuple(h.clone() for h in self.hyper), self.lr.clone())
+        out.used = list(self.used)
+        return out
+
+    def finite(self) -> bool:
+        tensors = [*self.params.values(), *self.hyper, *(v for b in self.buffers for v in b.values())]
+        return all(bool(torch.isfinite(t).all()) for t in tensors)

@@ -1,0 +1,121 @@
+"""One outer step's meta-gradient as a unit that needs no Lightning: ``OuterStep``.
+
+m draws per process; draw j of process r uses the generator of (seed, step, r·m + j) for its real batch, its
+start point θ0 and its inner order, so N processes with m draws equal one process with N·m, and a resumed run
+draws exactly as an uninterrupted one. The meta-gradients and statistics are averaged over the draws, then
+over the processes through ``reduce`` (``autograd.grad`` bypasses DDP's reducer: the mean goes through the
+strategy). The module (``FarziLightningModule.training_step``) clips, skips a non-finite step and steps the
+optimiser; everything before that is here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from . import bilevel
+from .context import Context
+from .inner import MetaGradient
+from .starts import StartPoint
+
+Reduce = Callable[[Tensor], Tensor]
+
+
+def real_batch(loader: DataLoader, generator: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A real batch of the loader's size drawn from ``generator`` (not the loader's own order: the loader only
+    paces the loop, and drawing here keeps a resumed run identical to an uninterrupted one)."""
+    rows = torch.randint(len(loader.dataset), (loader.batch_size,), generator=generator).tolist()
+    x, y = loader.collate_fn([loader.dataset[i] for i in rows])
+    return x.to(device), y.to(device)
+
+
+@dataclass
+class StepResult:
+    """``grads``: the mean meta-gradient of each stepped tensor (the summary's parameters, then the log inner
+    learning rate when it is learnt); ``stats``: mean outer loss, inner loss, drift and replayed steps
+    (float64, on the CPU); ``grad_norm``: the norm of the summary's part; ``finite``: gradient and loss finite."""
+
+    grads: list[Tensor]
+    stats: Tensor
+    grad_norm: Tensor
+    finite: bool
+
+
+class OuterStep:
+    """The meta-gradient of one outer step (module docstring).
+
+    Args:
+        context: the learner, summary, feed and inner optimiser.
+        start: where each draw's θ0 comes from.
+        meta_batch_size: draws per process.
+        log_inner_lr: the learnt log inner learning rate (a scalar tensor), or None when the rate is fixed.
+    """
+
+    def __init__(self, context: Context, start: StartPoint, meta_batch_size: int = 1,
+                 log_inner_lr: Tensor | None = None) -> None:
+        self.context, self.start, self.meta_batch_size = context, start, meta_batch_size
+        self.log_inner_lr = log_inner_lr
+
+    def draw(self, generator: torch.Generator, real: Callable[[torch.Generator], tuple[Tensor, Tensor]]
+             ) -> MetaGradient:
+        """One draw: the real batch, θ0 and the inner order, in that order, from ``generator``."""
+        ctx = self.context
+        x, y = real(generator)
+        theta0 = self.start.sample(ctx, generator)
+        schedule = bilevel.inner_schedule(ctx.summary.num_sequences, ctx.inner_batch_size, ctx.inner.steps,
+                                          generator).to(ctx.device)
+        ctx.learner.eval()  # no dropout: the reversal recomputes each inner step and must see the same function
+        inner = bilevel.inner_loss(ctx.learner, ctx.summary, schedule, ctx.feed)
+        return ctx.inner.meta_gradient(inner, bilevel.outer_loss(ctx.learner, x, y), theta0,
+                                       tuple(ctx.summary.parameters()))
+
+    def __call__(self, generator: Callable[[int], torch.Generator],
+                 real: Callable[[torch.Generator], tuple[Tensor, Tensor]], rank: int = 0,
+                 reduce: Reduce | None = None) -> StepResult:
+        """``generator(draw)``: the draw's generator; ``real(generator)``: its real batch; ``rank``: this
+        process; ``reduce``: the mean over processes (None: one process)."""
+        ctx, draws = self.context, self.meta_batch_size
+        reduce = reduce if reduce is not None else (lambda t: t)
+        sums: list[Tensor] | None = None
+        stats = torch.zeros(4, dtype=torch.float64)
+        for j in range(draws):
+            result = self.draw(generator(rank * draws + j), real)
+            grads = list(result.grads)
+            if self.log_inner_lr is not None:
+                if result.lr_grad is None:
+                    raise ValueError(f"model.init_args.learn_inner_lr: {type(ctx.inner).__name__} gives no "
+                                     "learning-rate meta-gradient; use ReverseAdam, ReverseSGD or an unrolled "
+                                     "reference")
+                # d/d log lr = lr · d/d lr
+                grads.append((result.lr_grad * ctx.inner.lr).to(self.log_inner_lr.dtype).reshape(()))
+            sums = grads if sums is None else [a + b for a, b in zip(sums, grads)]
+            stats += torch.tensor([float(result.outer_loss), float(result.inner_loss), result.drift,
+                                   result.replayed_steps], dtype=torch.float64)
+        means = [reduce(g / draws) for g in sums]
+        stats = reduce((stats / draws).to(ctx.device)).cpu()
+        n_summary = len(tuple(ctx.summary.parameters()))
+        grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in means[:n_summary]]))
+        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(stats[0]))  # the same on every process
+        return StepResult(means, stats, grad_norm, finite)
+
+
+def step_metrics(step: StepResult, summary, seconds: float, inner_lr: float, skipped: int) -> dict[str, float]:
+    """What an outer step logs: its losses, meta-gradient norm, drift and replayed steps (already averaged over
+    processes), the summary's mean entropy, effective vocabulary and distinct argmax tokens, time and rates."""
+    outer, inner, drift, replayed = step.stats.tolist()
+    with torch.no_grad():
+        probs = summary()  # (n, L, V)
+        entropy = float(-(probs * torch.log(probs.clamp_min(1e-30))).sum(-1).mean())
+        used = torch.unique(probs.argmax(-1)).numel()
+    return {"train/outer_loss": outer, "train/inner_loss": inner, "train/meta_grad_norm": float(step.grad_norm),
+            "train/drift": drift, "train/replayed_steps": replayed, "summary/entropy": entropy,
+            "summary/effective_vocab": math.exp(entropy), "summary/distinct_tokens": float(used),
+            "time/seconds_per_step": seconds, "train/inner_lr": inner_lr, "train/skipped_steps": float(skipped)}
+
+
+__all__ = ["OuterStep", "StepResult", "real_batch", "step_metrics"]
