@@ -40,11 +40,12 @@ def unigram_ppl(data) -> float:
 
 
 @torch.no_grad()
-def learner_metric(learner, data, k: int = 10) -> tuple[str, float]:
-    """``("ppl", value)`` of a language model or ``("hr@k", value)`` of a recommender on the test split, from
-    the learner's full forward pass (every position, float64), not the package's evaluator."""
+def learner_metric(learner, data, k: int = 10, max_batches: int | None = None) -> tuple[str, float]:
+    """``("ppl", value)`` of a language model or ``("hr@k", value)`` of a recommender on the test split (its
+    first ``max_batches`` batches), from the learner's full forward pass (every position, float64), not the
+    package's evaluator."""
     learner.eval()
-    batches = list(data.test_dataloader())
+    batches = list(data.test_dataloader())[:max_batches]
     if len(batches[0]) == 2:
         nll, tokens = 0.0, 0
         for x, y in batches:

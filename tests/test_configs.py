@@ -80,7 +80,7 @@ def test_config_runs_tiny(config, tmp_path, monkeypatch, data_dir):
     tested = run("test", f"--ckpt_path={ckpt}", *short, config=ROOT / config)
     metrics, data = tested.trainer.callback_metrics, tested.datamodule
     if pretrain is None:  # a learner: its test metric against a hand computation from its full forward pass
-        name, value = learner_metric(tested.model.learner, data)
+        name, value = learner_metric(tested.model.learner, data, max_batches=tested.trainer.limit_test_batches)
         assert float(metrics[f"test/{name}"]) == pytest.approx(value, rel=1e-4)
     else:  # a distillation: every test candidate reported, the count floor equal to a hand computation
         text = hasattr(data, "streams")

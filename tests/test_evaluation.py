@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from farzi_lightning import Downstream, Teacher, TeacherModel, load_summary
+from farzi_lightning import Downstream, Teacher, TeacherModel, fresh, load_summary
 from farzi_lightning.bilevel import inner_loss
 from farzi_lightning.data import InteractionDataModule
 from farzi_lightning.downstream import paired_differences, paired_table, table
@@ -97,7 +97,7 @@ class Constant(nn.Module):
         return torch.full((*tokens.shape[:2], self.vocab_size), self.value) + self.bias * 0
 
 
-def test_harness_scores_a_constant_learner_at_chance_and_names_a_nan_learner(tmp_path):
+def test_harness_scores_a_constant_learner_at_chance_and_names_a_nan_learner(tmp_path, monkeypatch):
     data = interactions(tmp_path)
     harness = Downstream(candidates=["summary"], k=2)
     score = harness.score(Constant(data.vocab_size, 1.0), data.test_dataloader(), None)
@@ -111,22 +111,19 @@ def test_harness_scores_a_constant_learner_at_chance_and_names_a_nan_learner(tmp
         summary.initialize(data.real_sequences())
         summary.tokens[0, 0] = 1
 
-        def poisoned(self, learner, loader, max_batches):
+        def poisoned(learner, loader, k, max_batches):
             raise NonFiniteScores("3 NaN or infinite scores in 1 of 12 rankings")
 
-        Downstream.score, original = poisoned, Downstream.score
-        try:
-            Downstream(candidates=["summary"], seeds=1, steps=4, eval_every=2).evaluate(
-                summary=summary, feed=Feed("hard"), learner=learner, inner=ReverseAdam(lr=0.01, steps=4),
-                inner_batch_size=2, data=data, split="test")
-        finally:
-            Downstream.score = original
+        monkeypatch.setattr(fresh, "score", poisoned)
+        Downstream(candidates=["summary"], seeds=1, steps=4, eval_every=2).evaluate(
+            summary=summary, feed=Feed("hard"), learner=learner, inner=ReverseAdam(lr=0.01, steps=4),
+            inner_batch_size=2, data=data, split="test")
 
 
 # ---- 2 and 3. selection on validation, patience, the cap ----
 
 class Scripted:
-    """Replaces ``Downstream.score``: validation returns a scripted curve (by check number), the final split
+    """Replaces ``fresh.score`` (what the training loop scores with): validation returns a scripted curve (by check number), the final split
     returns the value scripted for the step whose weights it is handed (weights identified by their digest)."""
 
     def __init__(self, valid: list[float], test: list[float], eval_every: int) -> None:
@@ -156,7 +153,7 @@ def run_scripted(tmp_path, monkeypatch, valid, test, steps, patience, progress=N
     monkeypatch.setattr(data, "val_dataloader", lambda: "VAL")
     monkeypatch.setattr(data, "test_dataloader", lambda: "TEST")
     script = Scripted(valid, test, eval_every=2)
-    monkeypatch.setattr(Downstream, "score", lambda self, m, loader, b: script(self, m, loader, b))
+    monkeypatch.setattr(fresh, "score", lambda m, loader, k, b: script(None, m, loader, b))
     harness = Downstream(candidates=["random"], seeds=1, steps=steps, eval_every=2, patience=patience, lr=0.05)
     learner = SASRec(data.vocab_size, d_model=8, n_layers=1, n_heads=1, max_len=5)
     result = harness.evaluate(summary=RandomSampleSummary(data.vocab_size, 4, 6, 0), feed=Feed("hard"),
