@@ -34,7 +34,8 @@ def check_parts(learner: nn.Module, summary: Summary | None) -> None:
 
 
 def check_arguments(summary: Summary, meta_batch_size: int, max_nonfinite_steps: int, inner_batch_size: int,
-                    summary_top_k: int | None, summary_rank: int | None, gradient_clip_val: float | None) -> None:
+                    summary_top_k: int | None, summary_rank: int | None, gradient_clip_val: float | None,
+                    gradient_clip_relative: float | None = None, outer_batch_size: int | None = None) -> None:
     """The module's numeric arguments (one line naming the key); an inner batch above the summary warns."""
     check_int(f"{KEY}.meta_batch_size", meta_batch_size, 1)
     check_int(f"{KEY}.max_nonfinite_steps", max_nonfinite_steps, 1)
@@ -49,8 +50,26 @@ def check_arguments(summary: Summary, meta_batch_size: int, max_nonfinite_steps:
         check_int(f"{KEY}.summary_rank", summary_rank, 1)
         if summary_top_k is not None:
             raise ValueError(f"{KEY}: set summary_top_k or summary_rank, not both")
-    if gradient_clip_val is not None and not gradient_clip_val > 0:
-        raise ValueError(f"{KEY}.gradient_clip_val must be positive or null, got {gradient_clip_val}")
+    for key, value in (("gradient_clip_val", gradient_clip_val), ("gradient_clip_relative", gradient_clip_relative)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{KEY}.{key} must be positive or null, got {value}")
+    if outer_batch_size is not None:
+        check_int(f"{KEY}.outer_batch_size", outer_batch_size, 0)
+
+
+def make_optimizers(optimizer_factory, scheduler_factory, params) -> Any:
+    """The outer optimiser over ``params`` and its per-step schedule; a bad value names its config key."""
+    try:
+        optimizer = optimizer_factory(params)
+    except ValueError as err:  # torch.optim's "Invalid learning rate: -0.1"
+        raise ValueError(f"{KEY}.optimizer: {err}") from None
+    if scheduler_factory is None:
+        return optimizer
+    try:
+        scheduler = scheduler_factory(optimizer)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{KEY}.lr_scheduler: {err}") from None
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def check_size(summary: Summary, real: Tensor) -> None:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from . import seeds
 from .checkpoints import VerifiedLoad, save_config
-from .checks import check_arguments, check_parts, check_size, size_line
+from .checks import check_arguments, check_parts, check_size, make_optimizers, size_line
 from .context import Context
 from .contracts import DATA, check_lengths, require
 from .distributed import check_precision, check_strategy
@@ -32,7 +32,8 @@ from .evaluation_hooks import EvaluationHooks
 from .export import export_dir, export_summary
 from .inner import InnerOptimizer
 from .learners import Learner
-from .outer import OuterStep, StepResult, real_batch, step_metrics
+from .outer import OuterStep, RelativeClip, StepResult, clip_limit, nonfinite_stop, real_batch, step_metrics
+from .outer_losses import OuterLoss
 from .starts import RandomStart, StartPoint
 from .summaries import Feed, Summary
 from .summaries.feed import InputMode
@@ -69,6 +70,11 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
         lr_scheduler: optional schedule of the outer learning rate, stepped every outer step.
         gradient_clip_val: clip the meta-gradient's total norm to this (None: no clipping). Lightning's own
             ``trainer.gradient_clip_val`` is refused under manual optimisation, so the module takes it.
+        gradient_clip_relative: also clip at this multiple of a running average of the norm (``RelativeClip``).
+        outer_loss: what the summary is optimised for on real data (``farzi_lightning.outer_losses``:
+            ``NextToken``, the default; ``TeacherKL``; ``Weighted`` sums).
+        outer_batch_size: real sequences per draw for the outer loss (None: the data's batch size; 0: all).
+        share_real_batch: all draws of an outer step meet one real batch (common random numbers).
         learn_inner_lr: also learn the inner learning rate: its log is a parameter stepped by the outer
             optimiser along the exact meta-gradient (the reverse optimisers return ``lr_grad``); downstream
             training then uses the learnt rate.
@@ -81,9 +87,8 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
             callback (None: ``Downstream()`` defaults).
         summary_top_k: ``summary.pt`` keeps each position's k most likely tokens (renormalised) instead of all
             V (None: every probability, exact); a latent summary is stored as its factors either way.
-        summary_rank: ``summary.pt`` keeps rank-r factors and a bias fitted to the distributions in KL (float16) instead
-            of all V per position (None: see ``summary_top_k``); exact up to rounding when the targets come from
-            a teacher of width below r.
+        summary_rank: ``summary.pt`` keeps rank-r factors and a bias fitted in KL (float16), not all V per
+            position (None: see ``summary_top_k``); exact when a teacher of width below r made the targets.
     """
 
     def __init__(self, learner: Learner, summary: SummaryCallable, inner_optimizer: InnerOptimizer,
@@ -92,7 +97,9 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
                  optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: LRSchedulerCallable | None = None,
                  gradient_clip_val: float | None = None, learn_inner_lr: bool = False, meta_batch_size: int = 1,
                  max_nonfinite_steps: int = 5, downstream: Downstream | None = None,
-                 summary_top_k: int | None = None, summary_rank: int | None = None) -> None:
+                 summary_top_k: int | None = None, summary_rank: int | None = None,
+                 gradient_clip_relative: float | None = None, outer_loss: OuterLoss | None = None,
+                 outer_batch_size: int | None = None, share_real_batch: bool = False) -> None:
         super().__init__()
         save_config(self)
         self.automatic_optimization = False
@@ -101,7 +108,7 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
         self.summary = summary(learner.vocab_size)
         check_parts(learner, self.summary)
         check_arguments(self.summary, meta_batch_size, max_nonfinite_steps, inner_batch_size, summary_top_k,
-                        summary_rank, gradient_clip_val)
+                        summary_rank, gradient_clip_val, gradient_clip_relative, outer_batch_size)
         self.nonfinite_streak = self.skipped_steps = 0
         try:
             self.feed = Feed(input_mode, input_temperature, target_temperature)
@@ -120,7 +127,8 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
         self.context = Context(self.learner, self.summary, self.feed, self.inner, inner_batch_size,
                                teacher=self.teacher_model)
         self.outer_step = OuterStep(self.context, self.start, meta_batch_size,
-                                    self.log_inner_lr if learn_inner_lr else None)
+                                    self.log_inner_lr if learn_inner_lr else None, outer_loss, share_real_batch)
+        self.relative_clip = RelativeClip(gradient_clip_relative) if gradient_clip_relative else None
 
     # ---- setup ----
 
@@ -171,17 +179,17 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
 
     def configure_optimizers(self):
         params = list(self.summary.parameters()) + ([self.log_inner_lr] if self.hparams.learn_inner_lr else [])
-        try:
-            optimizer = self.optimizer_factory(params)
-        except ValueError as err:  # torch.optim's "Invalid learning rate: -0.1"
-            raise ValueError(f"model.init_args.optimizer: {err}") from None
-        if self.scheduler_factory is None:
-            return optimizer
-        try:
-            scheduler = self.scheduler_factory(optimizer)
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"model.init_args.lr_scheduler: {err}") from None
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return make_optimizers(self.optimizer_factory, self.scheduler_factory, params)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.relative_clip is not None:
+            checkpoint["relative_clip"] = self.relative_clip.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.relative_clip is not None and "relative_clip" in checkpoint:
+            self.relative_clip.load_state_dict(checkpoint["relative_clip"])
 
     # ---- the bilevel step ----
 
@@ -192,7 +200,8 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
         stepped = (*hyper, self.log_inner_lr) if self.hparams.learn_inner_lr else hyper
         strategy = self.trainer.strategy
         step = self.outer_step(lambda draw: seeds.outer_step(self.global_step, draw),
-                               lambda generator: real_batch(self._real, generator, self.device), self.global_rank,
+                               lambda generator: real_batch(self._real, generator, self.device,
+                                                            self.hparams.outer_batch_size), self.global_rank,
                                lambda t: strategy.reduce(t, reduce_op="mean"))
         optimizer = self.optimizers()
         optimizer.zero_grad()
@@ -200,9 +209,9 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
             p.grad = g
         if step.finite:
             self.nonfinite_streak = 0
-            if self.hparams.gradient_clip_val is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
-                                    gradient_clip_algorithm="norm")
+            limit = clip_limit(self.hparams.gradient_clip_val, self.relative_clip, float(step.grad_norm))
+            if limit is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=limit, gradient_clip_algorithm="norm")
         else:
             self._skip_step(stepped)
         optimizer.step()  # with every .grad None (a skipped step) the optimiser leaves the summary as it is
@@ -216,16 +225,12 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
         one draws afresh); after ``max_nonfinite_steps`` in a row, save a checkpoint and stop."""
         for p in stepped:
             p.grad = None
-        self.nonfinite_streak += 1
-        self.skipped_steps += 1
+        self.nonfinite_streak, self.skipped_steps = self.nonfinite_streak + 1, self.skipped_steps + 1
         rank_zero_warn(f"outer step {self.global_step}: non-finite meta-gradient or loss; the summary was not updated "
                        f"({self.nonfinite_streak} in a row)")
         if self.nonfinite_streak >= self.hparams.max_nonfinite_steps:
-            path = export_dir(self.trainer) / "nonfinite.ckpt"
-            self.trainer.save_checkpoint(path)
-            raise ValueError(f"model.init_args.max_nonfinite_steps: {self.nonfinite_streak} outer steps in a row gave "
-                             f"a non-finite meta-gradient or loss (up to step {self.global_step}); stopped, state "
-                             f"saved in {path}. Lower the inner or outer learning rate, or clip (gradient_clip_val)")
+            self.trainer.save_checkpoint(path := export_dir(self.trainer) / "nonfinite.ckpt")
+            raise ValueError(nonfinite_stop(self.nonfinite_streak, self.global_step, path))
 
     def _log_step(self, step: StepResult, seconds: float) -> None:
         """Scalars for the logger (``step_metrics``); the progress bar shows the outer loss, seconds per step and

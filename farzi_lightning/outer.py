@@ -21,15 +21,19 @@ from torch.utils.data import DataLoader
 from . import bilevel
 from .context import Context
 from .inner import MetaGradient
+from .outer_losses import NextToken, OuterLoss
 from .starts import StartPoint
 
 Reduce = Callable[[Tensor], Tensor]
 
 
-def real_batch(loader: DataLoader, generator: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor]:
-    """A real batch of the loader's size drawn from ``generator`` (not the loader's own order: the loader only
-    paces the loop, and drawing here keeps a resumed run identical to an uninterrupted one)."""
-    rows = torch.randint(len(loader.dataset), (loader.batch_size,), generator=generator).tolist()
+def real_batch(loader: DataLoader, generator: torch.Generator, device: torch.device, size: int | None = None
+               ) -> tuple[Tensor, Tensor]:
+    """A real batch of ``size`` sequences (None: the loader's batch size; 0: every training sequence, in order)
+    drawn from ``generator``, not from the loader's own order: the loader only paces the loop, and drawing here
+    keeps a resumed run identical to an uninterrupted one."""
+    n = len(loader.dataset)
+    rows = list(range(n)) if size == 0 else torch.randint(n, (size or loader.batch_size,), generator=generator).tolist()
     x, y = loader.collate_fn([loader.dataset[i] for i in rows])
     return x.to(device), y.to(device)
 
@@ -54,37 +58,42 @@ class OuterStep:
         start: where each draw's θ0 comes from.
         meta_batch_size: draws per process.
         log_inner_lr: the learnt log inner learning rate (a scalar tensor), or None when the rate is fixed.
+        loss: the outer loss (``farzi_lightning.outer_losses``; None: ``NextToken``).
+        share_real_batch: every draw of a step (on every process) meets the same real batch, drawn from the
+            step's own stream (common random numbers: the draws then differ only in θ0 and inner order).
     """
 
     def __init__(self, context: Context, start: StartPoint, meta_batch_size: int = 1,
-                 log_inner_lr: Tensor | None = None) -> None:
+                 log_inner_lr: Tensor | None = None, loss: OuterLoss | None = None,
+                 share_real_batch: bool = False) -> None:
         self.context, self.start, self.meta_batch_size = context, start, meta_batch_size
-        self.log_inner_lr = log_inner_lr
+        self.log_inner_lr, self.loss = log_inner_lr, loss if loss is not None else NextToken()
+        self.share_real_batch = share_real_batch
 
-    def draw(self, generator: torch.Generator, real: Callable[[torch.Generator], tuple[Tensor, Tensor]]
-             ) -> MetaGradient:
-        """One draw: the real batch, θ0 and the inner order, in that order, from ``generator``."""
+    def draw(self, generator: torch.Generator, real: Callable[[torch.Generator], tuple[Tensor, Tensor]],
+             shared: tuple[Tensor, Tensor] | None = None) -> MetaGradient:
+        """One draw: the real batch (unless ``shared``), θ0 and the inner order, in that order, from ``generator``."""
         ctx = self.context
-        x, y = real(generator)
+        x, y = shared if shared is not None else real(generator)
         theta0 = self.start.sample(ctx, generator)
         schedule = bilevel.inner_schedule(ctx.summary.num_sequences, ctx.inner_batch_size, ctx.inner.steps,
                                           generator).to(ctx.device)
         ctx.learner.eval()  # no dropout: the reversal recomputes each inner step and must see the same function
         inner = bilevel.inner_loss(ctx.learner, ctx.summary, schedule, ctx.feed)
-        return ctx.inner.meta_gradient(inner, bilevel.outer_loss(ctx.learner, x, y), theta0,
-                                       tuple(ctx.summary.parameters()))
+        return ctx.inner.meta_gradient(inner, self.loss.build(ctx, x, y), theta0, tuple(ctx.summary.parameters()))
 
     def __call__(self, generator: Callable[[int], torch.Generator],
                  real: Callable[[torch.Generator], tuple[Tensor, Tensor]], rank: int = 0,
                  reduce: Reduce | None = None) -> StepResult:
-        """``generator(draw)``: the draw's generator; ``real(generator)``: its real batch; ``rank``: this
-        process; ``reduce``: the mean over processes (None: one process)."""
+        """``generator(draw)``: the draw's generator (``generator(-1)``: the step's shared stream); ``real(generator)``:
+        a real batch; ``rank``: this process; ``reduce``: the mean over processes (None: one process)."""
         ctx, draws = self.context, self.meta_batch_size
         reduce = reduce if reduce is not None else (lambda t: t)
         sums: list[Tensor] | None = None
         stats = torch.zeros(4, dtype=torch.float64)
+        shared = real(generator(-1)) if self.share_real_batch else None
         for j in range(draws):
-            result = self.draw(generator(rank * draws + j), real)
+            result = self.draw(generator(rank * draws + j), real, shared)
             grads = list(result.grads)
             if self.log_inner_lr is not None:
                 if result.lr_grad is None:
@@ -104,6 +113,52 @@ class OuterStep:
         return StepResult(means, stats, grad_norm, finite)
 
 
+class RelativeClip:
+    """Clipping relative to the meta-gradient's own scale: the norm is clipped at ``factor`` × a running average
+    (EMA with ``decay``) of past norms, each counted after its clipping so that one spike does not raise the bar;
+    the first step only sets the average. Its state goes into checkpoints (exact resume).
+
+    Args:
+        factor: the multiple of the running average (e.g. 2.0).
+        decay: the EMA's decay (0.9: about the last ten steps).
+    """
+
+    def __init__(self, factor: float, decay: float = 0.9) -> None:
+        if not factor > 0 or not 0 <= decay < 1:
+            raise ValueError(f"relative clipping needs factor > 0 and 0 <= decay < 1, got {factor}, {decay}")
+        self.factor, self.decay, self.average = factor, decay, None
+
+    def limit(self) -> float | None:
+        """The norm to clip this step's meta-gradient at (None: the first step, no clipping)."""
+        return None if self.average is None else self.factor * self.average
+
+    def update(self, norm: float) -> None:
+        limit = self.limit()
+        norm = norm if limit is None else min(norm, limit)
+        self.average = norm if self.average is None else self.decay * self.average + (1 - self.decay) * norm
+
+    def state_dict(self) -> dict[str, float | None]:
+        return {"average": self.average}
+
+    def load_state_dict(self, state: dict[str, float | None]) -> None:
+        self.average = state["average"]
+
+
+def clip_limit(absolute: float | None, relative: RelativeClip | None, norm: float) -> float | None:
+    """The smaller of the absolute limit and the relative one (None: neither applies); updates ``relative``."""
+    limits = [v for v in (absolute, relative.limit() if relative is not None else None) if v is not None]
+    if relative is not None:
+        relative.update(norm)
+    return min(limits) if limits else None
+
+
+def nonfinite_stop(streak: int, step: int, path) -> str:
+    """Why a fit stopped after ``streak`` non-finite outer steps in a row (state saved in ``path``)."""
+    return (f"model.init_args.max_nonfinite_steps: {streak} outer steps in a row gave a non-finite meta-gradient or "
+            f"loss (up to step {step}); stopped, state saved in {path}. Lower the inner or outer learning rate, or "
+            "clip (gradient_clip_val)")
+
+
 def step_metrics(step: StepResult, summary, seconds: float, inner_lr: float, skipped: int) -> dict[str, float]:
     """What an outer step logs: its losses, meta-gradient norm, drift and replayed steps (already averaged over
     processes), the summary's mean entropy, effective vocabulary and distinct argmax tokens, time and rates."""
@@ -118,4 +173,4 @@ def step_metrics(step: StepResult, summary, seconds: float, inner_lr: float, ski
             "time/seconds_per_step": seconds, "train/inner_lr": inner_lr, "train/skipped_steps": float(skipped)}
 
 
-__all__ = ["OuterStep", "StepResult", "real_batch", "step_metrics"]
+__all__ = ["OuterStep", "RelativeClip", "StepResult", "clip_limit", "nonfinite_stop", "real_batch", "step_metrics"]

@@ -115,9 +115,16 @@ def test_farzi_test_trains_fresh_learners_and_reports_real_metrics(in_workdir):
         assert float(metrics[f"paired/sasrec/summary-{name}/hr@10"]) == pytest.approx(expected, abs=1e-6)
 
 
-def test_resume_is_exact(in_workdir):
-    # Stop mid-epoch (3 of 6 batches): everything random in an outer step is drawn from (seed, step).
-    common = ("--trainer.max_epochs=2",)
+OUTER_OPTIONS = ("--model.init_args.outer_loss=farzi_lightning.outer_losses.TeacherKL",
+                 "--model.init_args.gradient_clip_relative=1.5", "--model.init_args.outer_batch_size=12",
+                 "--model.init_args.share_real_batch=true", "--model.init_args.meta_batch_size=2")
+
+
+@pytest.mark.parametrize("options", [(), OUTER_OPTIONS], ids=["default", "teacher_kl_relative_clip_shared_batch"])
+def test_resume_is_exact(in_workdir, options):
+    # Stop mid-epoch (3 of 6 batches): everything random in an outer step is drawn from (seed, step); the
+    # running norm of relative clipping travels in the checkpoint.
+    common = ("--trainer.max_epochs=2", *options)
     straight, _ = fit(*common, "--trainer.max_steps=5")
     first, first_dir = fit(*common, "--trainer.max_steps=3")
     resumed = run("fit", *common, "--trainer.max_steps=5", f"--ckpt_path={first_dir / 'checkpoints' / 'last.ckpt'}",

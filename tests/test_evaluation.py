@@ -123,8 +123,9 @@ def test_harness_scores_a_constant_learner_at_chance_and_names_a_nan_learner(tmp
 # ---- 2 and 3. selection on validation, patience, the cap ----
 
 class Scripted:
-    """Replaces ``fresh.score`` (what the training loop scores with): validation returns a scripted curve (by check number), the final split
-    returns the value scripted for the step whose weights it is handed (weights identified by their digest)."""
+    """Replaces ``fresh.score`` (what the training loop scores with): validation returns a scripted curve (by
+    check number), the final split returns the value scripted for the step whose weights it is handed (weights
+    identified by their digest)."""
 
     def __init__(self, valid: list[float], test: list[float], eval_every: int) -> None:
         self.valid, self.test, self.eval_every = valid, test, eval_every

@@ -1,0 +1,104 @@
+"""Outer losses as plug-in components (``model.init_args.outer_loss`` in YAML): what the summary is optimised
+for, measured on real data at the trained parameters θ_T.
+
+- ``NextToken``: the next-token cross-entropy on the real batch (the default; hard targets, padding ignored).
+- ``TeacherKL``: KL(teacher ‖ learner) at every position of the real batch: the teacher's whole predictive
+  distribution as the target, a denser, lower-variance signal than the one real next token.
+- ``Weighted``: a weighted sum of outer losses (e.g. next token + 0.5 · teacher KL).
+
+A new outer loss subclasses ``OuterLoss`` and implements ``build(context, x, y) -> loss(params)``; it reads the
+run through the ``Context`` (learner, teacher), like start points.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from .context import Context
+from .data.windows import IGNORE_INDEX
+from .metrics import next_token_loss
+from .parts import RecordsInit
+
+Loss = Callable[[dict[str, Tensor]], Tensor]
+
+
+class OuterLoss(RecordsInit, ABC):
+    """Base class: ``build(context, x, y)`` returns ``loss(params) -> scalar`` for one real batch ``x`` ``(B, L)``
+    ids, ``y`` ``(B, L)`` next ids (``IGNORE_INDEX`` where there is no target)."""
+
+    @abstractmethod
+    def build(self, context: Context, x: Tensor, y: Tensor) -> Loss:
+        """The loss of the learner with parameters ``params`` on this batch (differentiable in ``params``)."""
+
+
+class NextToken(OuterLoss):
+    """Next-token cross-entropy on the real batch (what the learner is finally judged by)."""
+
+    def build(self, context: Context, x: Tensor, y: Tensor) -> Loss:
+        learner = context.learner
+        return lambda params: next_token_loss(functional_call(learner, params, (x,)), y)
+
+
+class TeacherKL(OuterLoss):
+    """KL(teacher ‖ learner) averaged over the positions of the real batch that have a target: the teacher's
+    predictive distribution (at ``temperature``) after the same real prefix is the target at every position.
+
+    Args:
+        temperature: τ applied to the teacher's logits (1: its own predictions).
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if not temperature > 0:
+            raise ValueError(f"TeacherKL temperature must be positive, got {temperature}")
+        self.temperature = temperature
+
+    def build(self, context: Context, x: Tensor, y: Tensor) -> Loss:
+        teacher = context.teacher()
+        if teacher is None:
+            raise ValueError("model.init_args.outer_loss: TeacherKL needs a full-data model (model.init_args.teacher, "
+                             "or a start point with a bank)")
+        learner, keep = context.learner, y != IGNORE_INDEX  # (B, L)
+        dtype = next(iter(learner.parameters())).dtype
+        with torch.no_grad():
+            logits = teacher(x).to(dtype) / self.temperature  # (B, L, V)
+            padding = getattr(learner, "padding_idx", None)
+            if padding is not None:
+                logits[..., padding] = float("-inf")
+            logp = torch.log_softmax(logits, -1)[keep]  # (N, V)
+            p = logp.exp()
+            support = p > 0  # the padding token (and anything the teacher rules out) carries no mass
+            negative_entropy = torch.where(support, p * logp, 0.0).sum(-1)  # (N,)
+
+        def loss(params: dict[str, Tensor]) -> Tensor:
+            logq = torch.log_softmax(functional_call(learner, params, (x,))[keep], -1)  # (N, V)
+            return (negative_entropy - torch.where(support, p * logq, 0.0).sum(-1)).mean()
+
+        return loss
+
+
+class Weighted(OuterLoss):
+    """``Σ_i weights[i] · losses[i]``.
+
+    Args:
+        losses: the outer losses to add.
+        weights: one non-negative weight per loss (None: all 1).
+    """
+
+    def __init__(self, losses: list[OuterLoss], weights: list[float] | None = None) -> None:
+        weights = [1.0] * len(losses) if weights is None else list(weights)
+        if not losses or len(weights) != len(losses) or min(weights) < 0:
+            raise ValueError(f"Weighted needs one non-negative weight per loss, got {len(losses)} losses and "
+                             f"weights {weights}")
+        self.losses, self.weights = list(losses), weights
+
+    def build(self, context: Context, x: Tensor, y: Tensor) -> Loss:
+        parts = [(w, loss.build(context, x, y)) for w, loss in zip(self.weights, self.losses) if w > 0]
+        return lambda params: sum(w * part(params) for w, part in parts)
+
+
+__all__ = ["NextToken", "OuterLoss", "TeacherKL", "Weighted"]

@@ -1,0 +1,122 @@
+"""Outer losses, the real batch of an outer step, common random numbers across draws, relative clipping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from farzi_lightning.context import Context
+from farzi_lightning.inner import ReverseAdam, UnrolledAdam
+from farzi_lightning.learners import SASRec
+from farzi_lightning.outer import OuterStep, RelativeClip, clip_limit, real_batch
+from farzi_lightning.outer_losses import NextToken, TeacherKL, Weighted
+from farzi_lightning.starts import RandomStart
+from farzi_lightning.summaries import Feed, LatentSummary
+
+V = 12
+
+
+def context(inner, teacher=None) -> Context:
+    torch.manual_seed(0)
+    learner = SASRec(V, d_model=8, n_layers=1, n_heads=1, max_len=5).double().requires_grad_(False).eval()
+    summary = LatentSummary(V, 4, 6, latent_dim=3, padding_idx=0).double()
+    summary.initialize(torch.randint(1, V, (10, 6)), torch.Generator().manual_seed(0))
+    return Context(learner, summary, Feed("soft"), inner, inner_batch_size=2, teacher=lambda: teacher)
+
+
+def teacher_model() -> SASRec:
+    torch.manual_seed(1)
+    return SASRec(V, d_model=8, n_layers=1, n_heads=1, max_len=5).double().eval()
+
+
+def batch():
+    x = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    y = torch.tensor([[-100, -100, 4, 5, 6], [2, 3, 4, 5, 7]])
+    return x, y
+
+
+def test_teacher_kl_is_the_kl_from_the_teachers_predictions_by_hand():
+    ctx, teacher = context(ReverseAdam(lr=0.05, steps=2)), teacher_model()
+    x, y = batch()
+    params = dict(ctx.learner.named_parameters())
+    value = float(TeacherKL(temperature=2.0).build(Context(ctx.learner, ctx.summary, teacher=lambda: teacher),
+                                                   x, y)(params))
+    with torch.no_grad():
+        t, s = teacher(x) / 2.0, ctx.learner(x)
+    total, count = 0.0, 0
+    for b in range(2):
+        for i in range(5):
+            if int(y[b, i]) == -100:
+                continue
+            tl = t[b, i].clone()
+            tl[0] = float("-inf")  # the padding item carries no mass
+            p = torch.softmax(tl, -1)
+            q = torch.log_softmax(s[b, i], -1)
+            total += float(sum(p[v] * (torch.log(p[v]) - q[v]) for v in range(1, V)))
+            count += 1
+    assert value == pytest.approx(total / count, rel=1e-10)
+    both = Weighted([NextToken(), TeacherKL(temperature=2.0)], [1.0, 0.5]).build(
+        Context(ctx.learner, ctx.summary, teacher=lambda: teacher), x, y)(params)
+    next_token = NextToken().build(ctx, x, y)(params)
+    assert float(both) == pytest.approx(float(next_token) + 0.5 * value, rel=1e-12)
+    with pytest.raises(ValueError, match="outer_loss: TeacherKL needs a full-data model"):
+        TeacherKL().build(ctx, x, y)
+
+
+@pytest.mark.parametrize("loss", [TeacherKL(), Weighted([NextToken(), TeacherKL()], [1.0, 0.3])],
+                         ids=["teacher_kl", "weighted"])
+def test_meta_gradient_of_any_outer_loss_equals_the_float64_unrolled_reference(loss):
+    teacher = teacher_model()
+
+    def step(inner):
+        outer = OuterStep(context(inner, teacher), RandomStart(), meta_batch_size=2, loss=loss)
+        return outer(lambda d: torch.Generator().manual_seed(50 + d), lambda g: batch())
+
+    reverse, unrolled = step(ReverseAdam(lr=0.05, steps=3)), step(UnrolledAdam(lr=0.05, steps=3))
+    assert reverse.grad_norm > 0
+    for a, b in zip(reverse.grads, unrolled.grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_shared_real_batch_is_drawn_once_from_the_steps_own_stream():
+    calls = []
+
+    def real(generator):
+        calls.append(int(torch.randint(10**9, (1,), generator=generator)))
+        return batch()
+
+    seeds = lambda d: torch.Generator().manual_seed(1000 + d)  # noqa: E731
+    OuterStep(context(ReverseAdam(lr=0.05, steps=2)), RandomStart(), meta_batch_size=3, share_real_batch=True)(
+        seeds, real)
+    assert calls == [int(torch.randint(10**9, (1,), generator=seeds(-1)))]  # once, from draw -1's stream
+    calls.clear()
+    OuterStep(context(ReverseAdam(lr=0.05, steps=2)), RandomStart(), meta_batch_size=3)(seeds, real)
+    assert calls == [int(torch.randint(10**9, (1,), generator=seeds(d))) for d in range(3)]  # one per draw
+
+
+def test_real_batch_size_draws_or_takes_everything():
+    data = TensorDataset(torch.arange(20).reshape(10, 2), torch.arange(20).reshape(10, 2))
+    loader = DataLoader(data, batch_size=4)
+    x, _ = real_batch(loader, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert x.shape == (4, 2)
+    x, _ = real_batch(loader, torch.Generator().manual_seed(0), torch.device("cpu"), size=7)
+    rows = torch.randint(10, (7,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, data.tensors[0][rows])
+    x, _ = real_batch(loader, torch.Generator().manual_seed(0), torch.device("cpu"), size=0)
+    assert torch.equal(x, data.tensors[0])
+
+
+def test_relative_clip_follows_the_running_average_by_hand():
+    clip = RelativeClip(2.0, decay=0.9)
+    assert clip_limit(None, clip, 10.0) is None  # the first step sets the average
+    assert clip.average == 10.0
+    assert clip_limit(None, clip, 30.0) == 20.0  # clipped at 2 x 10; the average takes the clipped 20
+    assert clip.average == pytest.approx(0.9 * 10 + 0.1 * 20)
+    assert clip_limit(5.0, clip, 5.0) == 5.0  # the absolute limit is lower
+    assert clip.average == pytest.approx(0.9 * 11 + 0.1 * 5)
+    restored = RelativeClip(2.0)
+    restored.load_state_dict(clip.state_dict())
+    assert restored.limit() == clip.limit()
+    with pytest.raises(ValueError, match="factor > 0"):
+        RelativeClip(0.0)
