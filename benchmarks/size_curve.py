@@ -248,12 +248,14 @@ def plot(study: dict, curve: dict, out: Path, metric: str) -> None:
         ax.errorbar([x * offsets.get(name, 1.0) for x in xs], ys, yerr=es, color=color, marker=marker,
                     linestyle=line, capsize=3, label=name)
     ax.set_xscale("log")
+    if metric == "ppl":  # perplexities of real samples run to thousands; the summaries' sit near full data's
+        ax.set_yscale("log")
     ax.set_xticks(sorted(ticks), [f"{t:.2g}" for t in sorted(ticks)])
     ax.minorticks_off()
     ax.set_xlabel("summary size (% of training tokens)")
     ax.set_ylabel(f"test {metric} (fresh learner)")
     ax.set_title(f"{study['name']}: quality against size")
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(out / "size_curve.png.tmp", format="png", dpi=110)
     Path(out / "size_curve.png.tmp").replace(out / "size_curve.png")
