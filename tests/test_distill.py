@@ -175,8 +175,8 @@ def test_nonfinite_steps_leave_the_summary_and_too_many_stop_with_a_checkpoint(i
     real_draw = OuterStep.draw
     bad, calls = {1}, []
 
-    def draw(self, generator, real):  # one draw per outer step: call i is outer step i
-        result = real_draw(self, generator, real)
+    def draw(self, generator, real, shared=None):  # one draw per outer step: call i is outer step i
+        result = real_draw(self, generator, real, shared)
         step = len(calls)
         calls.append(step)
         if step in bad or "all" in bad:
