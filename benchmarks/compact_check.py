@@ -42,6 +42,19 @@ def score(path: str, data, split: str, val_batches: int | None) -> tuple[dict, s
     return result.values, name[0]
 
 
+def fidelity(dense_path: str, compact_path: str) -> dict:
+    """How close the stored distributions are: mean KL(dense ‖ compact) per position (nats) and the share of
+    positions whose most likely token is the same, over every position of the summary."""
+    import torch
+    dense, compact = load_summary(dense_path), load_summary(compact_path)
+    with torch.no_grad():
+        p = dense().reshape(-1, dense.vocab_size).double()
+        q = compact().reshape(-1, compact.vocab_size).double()
+        kl = (p * (p.clamp_min(1e-300).log() - q.clamp_min(1e-300).log())).sum(-1).mean()
+        agree = (p.argmax(-1) == q.argmax(-1)).double().mean()
+    return {"kl_nats": float(kl), "argmax_agreement": float(agree)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dense", help="the dense summary.pt")
@@ -50,7 +63,17 @@ def main() -> None:
     parser.add_argument("--data", default="ml-100k", help="ml-100k (interactions) or ptb (text), under $FARZI_DATA_DIR")
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     parser.add_argument("--val-batches", type=int, default=None, help="validation batches per check (PTB: 20)")
+    parser.add_argument("--fidelity-only", action="store_true",
+                        help="add the KL and argmax agreement to the row of this name; retrain nothing")
     args = parser.parse_args()
+    out = ROOT / "docs" / "results" / "compact"
+    path = out / "results.json"
+    if args.fidelity_only:
+        rows = json.loads(path.read_text())
+        (row,) = [r for r in rows if r["name"] == args.name]
+        row.update(fidelity(args.dense, args.compact))
+        write(rows, out)
+        return
     seq_len = load_summary(args.dense).learner_config["init_args"]["max_len"]
     data = TextDataModule(name="ptb", seq_len=seq_len) if args.data == "ptb" else \
         InteractionDataModule(name=args.data, seq_len=seq_len)
@@ -64,24 +87,32 @@ def main() -> None:
            "dense_values": dense[metric], "compact_values": compact[metric], "difference": iv.as_dict(),
            "dense_bytes": Path(args.dense).stat().st_size, "compact_bytes": Path(args.compact).stat().st_size,
            "train_bytes": data.train_file.stat().st_size, "learner": learner,
-           "seconds": time.perf_counter() - started}
-    out = ROOT / "docs" / "results" / "compact"
+           "seconds": time.perf_counter() - started, **fidelity(args.dense, args.compact)}
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
     rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["name"] != args.name] + [row]
+    write(rows, out)
+
+
+def write(rows: list[dict], out: Path) -> None:
+    """``results.json`` and the table ``results.md``."""
     text = json.dumps(rows, indent=1)
+    path = out / "results.json"
     atomic_write(path, lambda f: f.write(text.encode()))
     lines = ["# Compact summaries: bytes and quality", "",
              "Command per row: `python benchmarks/compact_check.py DENSE COMPACT --name NAME` (test split, the "
              "recipe inside each file, the same downstream seeds). Difference = compact − dense per seed, mean "
-             "and 95% t-interval.", "",
-             "| row | dense bytes | compact bytes | % of training file | metric | dense | compact | compact − dense |",
-             "|---|---|---|---|---|---|---|---|"]
+             "and 95% t-interval. KL: mean KL(dense ‖ compact) per position, nats; argmax: positions whose most "
+             "likely token is kept (blank: not measured for that row).", "",
+             "| row | dense bytes | compact bytes | % of training file | KL | argmax | metric | dense | compact | "
+             "compact − dense |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         d, c, diff = r["dense_values"], r["compact_values"], r["difference"]
         mean = lambda v: sum(v) / len(v)  # noqa: E731
         lines.append(f"| {r['name']} | {r['dense_bytes']:,} | {r['compact_bytes']:,} | "
-                     f"{100 * r['compact_bytes'] / r['train_bytes']:.1f}% | {r['metric']} | {mean(d):.4f} | "
+                     f"{100 * r['compact_bytes'] / r['train_bytes']:.1f}% | "
+                     + (f"{r['kl_nats']:.4f} | {100 * r['argmax_agreement']:.1f}% | " if "kl_nats" in r else "| | ")
+                     + f"{r['metric']} | {mean(d):.4f} | "
                      f"{mean(c):.4f} | {diff['mean']:+.4f} [{diff['lo']:+.4f}, {diff['hi']:+.4f}] |")
     atomic_write(out / "results.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
     print("\n".join(lines))

@@ -50,6 +50,40 @@ def inner_loss(learner: nn.Module, summary: Summary, schedule: Tensor, feed: Fee
     return loss
 
 
+def stacked_inner_loss(learner: nn.Module, summary: Summary, schedules: Tensor, feed: Feed | None = None) -> Callable:
+    """``inner_loss`` of m independent trajectories at once: ``params`` hold m stacked copies ``(m, ...)`` of the
+    learner's tensors, copy j trains on ``schedules[j]`` ``(m, steps, B)``, and the loss is the sum of the m losses
+    (so each copy's gradient is its own loss's). One batched forward (``torch.func.vmap``) serves the m copies;
+    an element-wise inner optimiser on the stacked tensors is then m independent optimisers, and the
+    meta-gradient of a summed outer loss is the sum of the m meta-gradients (``OuterStep`` with ``batch_draws``)."""
+    feed = feed or Feed()
+    m, _, batch = schedules.shape
+
+    def one(params: dict[str, Tensor], probs: Tensor, ids: Tensor | None) -> Tensor:
+        inputs, targets = feed(probs, ids)  # (B, L-1, V) each
+        return next_token_loss(functional_call(learner, params, (inputs,)), targets)
+
+    def on_distributions(params: dict[str, Tensor], probs: Tensor, rows: Tensor) -> Tensor:
+        """``probs`` ``(m·B, L, V)``: the m copies' batches, one after another."""
+        probs = probs.reshape(m, batch, *probs.shape[1:])
+        ids = summary.input_ids(rows)
+        if ids is None:
+            return torch.func.vmap(lambda p, q: one(p, q, None))(params, probs).sum()
+        return torch.func.vmap(one)(params, probs, ids.reshape(m, batch, *ids.shape[1:])).sum()
+
+    def rows(step: int) -> Tensor:
+        return schedules[:, step].reshape(-1)  # (m·B,): a row read by two copies appears twice
+
+    def loss(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
+        return on_distributions(params, summary.functional(hyper, rows(step)), rows(step))
+
+    def on_rows(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
+        return on_distributions(params, summary.functional(hyper), rows(step))
+
+    loss.rows, loss.row_hyper, loss.on_rows = rows, summary.row_parameter_positions(), on_rows
+    return loss
+
+
 def outer_loss(learner: nn.Module, x: Tensor, y: Tensor) -> Callable:
     """``loss(params)``: next-token cross-entropy on a real batch (hard targets, padding ignored)."""
     return lambda params: next_token_loss(functional_call(learner, params, (x,)), y)

@@ -35,7 +35,8 @@ def check_parts(learner: nn.Module, summary: Summary | None) -> None:
 
 def check_arguments(summary: Summary, meta_batch_size: int, max_nonfinite_steps: int, inner_batch_size: int,
                     summary_top_k: int | None, summary_rank: int | None, gradient_clip_val: float | None,
-                    gradient_clip_relative: float | None = None, outer_batch_size: int | None = None) -> None:
+                    gradient_clip_relative: float | None = None, outer_batch_size: int | None = None,
+                    summary_bits: int = 16) -> None:
     """The module's numeric arguments (one line naming the key); an inner batch above the summary warns."""
     check_int(f"{KEY}.meta_batch_size", meta_batch_size, 1)
     check_int(f"{KEY}.max_nonfinite_steps", max_nonfinite_steps, 1)
@@ -50,6 +51,8 @@ def check_arguments(summary: Summary, meta_batch_size: int, max_nonfinite_steps:
         check_int(f"{KEY}.summary_rank", summary_rank, 1)
         if summary_top_k is not None:
             raise ValueError(f"{KEY}: set summary_top_k or summary_rank, not both")
+    if summary_bits not in (8, 16):
+        raise ValueError(f"{KEY}.summary_bits must be 8 or 16, got {summary_bits!r}")
     for key, value in (("gradient_clip_val", gradient_clip_val), ("gradient_clip_relative", gradient_clip_relative)):
         if value is not None and not value > 0:
             raise ValueError(f"{KEY}.{key} must be positive or null, got {value}")

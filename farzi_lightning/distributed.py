@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
+from lightning.pytorch.utilities import rank_zero_warn
 
 SUPPORTED_STRATEGIES = ("auto", "single_device", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook",
                         "and their _find_unused_parameters_{true,false} variants")
@@ -56,9 +58,13 @@ def check_strategy(strategy: Any) -> None:
         raise _refusal(cls.__name__)
 
 
-def check_precision(precision: Any) -> None:
-    """Refuse precision settings that break the meta-gradient (see ``_REFUSED_PRECISIONS``)."""
+def check_precision(precision: Any, device: torch.device | None = None) -> None:
+    """Refuse precision settings that break the meta-gradient (see ``_REFUSED_PRECISIONS``); warn of bf16-mixed on
+    a CPU ``device``."""
     name = str(precision)
     if name in _REFUSED_PRECISIONS:
         raise ValueError(f"trainer.precision: {name!r} cannot run a distillation: {_REFUSED_PRECISIONS[name]}. "
                          f"Supported: {', '.join(SUPPORTED_PRECISIONS)}")
+    if name == "bf16-mixed" and device is not None and device.type == "cpu":
+        rank_zero_warn("trainer.precision: bf16-mixed on CPU slows a distillation down and rounds the inner "
+                       "forward passes without saving memory that matters; 32-true is the default")

@@ -1,17 +1,20 @@
 """The hooks of ``farzi validate``, ``farzi test`` and ``farzi predict`` (a mixin of ``FarziLightningModule``): a
 summary's quality is what fresh learners reach on it, so validation and test train them on whole splits
-(``Downstream``) rather than scoring batches, and prediction decodes the summary itself."""
+(``Downstream``) rather than scoring batches, and prediction decodes the summary itself. Also the summary's
+size line at the start of fit."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from .checks import size_line
 from .downstream import log_dict, paired_table, table
 from .export import decode_rows
 from .files import atomic_write
@@ -20,6 +23,14 @@ from .files import atomic_write
 class EvaluationHooks:
     """Validation, test and predict hooks over a distillation's ``summary``, ``feed``, ``learner``, ``inner``,
     ``downstream`` harness and full-data models (``teacher_model()``, ``full_model()``)."""
+
+    def on_fit_start(self) -> None:
+        if any(isinstance(c, ModelSummary) for c in self.trainer.callbacks):
+            rank_zero_info(self.size_line())
+
+    def size_line(self) -> str:
+        """The summary's parameters and its size in tokens as a share of the training data."""
+        return size_line(self.summary, self.trainer.datamodule)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         """Nothing per batch: a summary's quality is what fresh learners reach on it (below)."""

@@ -49,7 +49,7 @@ def _ids(t: Tensor, vocab_size: int) -> Tensor:
 
 def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None = None,
                     learner: nn.Module | None = None, recipe: dict[str, Any] | None = None,
-                    top_k: int | None = None, rank: int | None = None) -> dict[str, Any]:
+                    top_k: int | None = None, rank: int | None = None, bits: int = 16) -> dict[str, Any]:
     """What ``summary.pt`` holds (plain types and tensors: loads with ``weights_only=True``):
 
     ``tokens`` (n, L) argmax ids; ``state_dict``; ``vocabulary`` (a list; in the compact forms its
@@ -58,7 +58,8 @@ def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None =
     (the learner config it was distilled for); ``recipe`` (downstream optimiser, lr, steps, batch size); with
     ``top_k``, ``topk``: ``{name: {"kind", "shape", "indices" (n, L, k), "probs" (n, L, k) float16}}`` in place of
     the summary's ``(n, L, V)`` state entries; with ``rank``, ``lowrank``: ``{name: {"kind", "shape", "left" (n, L, r),
-    "right" (r, V), "bias" (V,)}}`` float16, the rank-r fit closest in KL (``_lowrank``).
+    "right" (r, V), "bias" (V,)}}`` float16, the rank-r fit closest in KL (``_lowrank``); with ``bits=8`` the
+    factors int8 beside ``"left_scale"`` (n, L, 1) and ``"right_scale"`` (1, V) float16.
     """
     config = summary.config()
     init_args = dict(config["init_args"], padding_idx=summary.padding_idx)
@@ -66,10 +67,12 @@ def summary_payload(summary: Summary, vocabulary: list[str], feed: Feed | None =
     payload: dict[str, Any] = {"tokens": summary.decode().cpu()}
     if top_k is not None and rank is not None:
         raise ValueError("choose top_k or rank, not both")
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits!r}")
     if rank is not None:
         if not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank must be an integer >= 1 or None, got {rank!r}")
-        payload["lowrank"] = {name: _lowrank(summary, kind, rank, tuple(state.pop(name).shape))
+        payload["lowrank"] = {name: _lowrank(summary, kind, rank, tuple(state.pop(name).shape), bits=bits)
                               for name, kind in summary.distribution_tensors.items()}
         _narrow(state, payload, summary.vocab_size)
     if top_k is not None:
@@ -127,7 +130,7 @@ LOWRANK_FIT_STEPS = 100
 
 
 def _lowrank(summary: Summary, kind: str, rank: int, shape: tuple[int, ...],
-             steps: int = LOWRANK_FIT_STEPS) -> dict[str, Any]:
+             steps: int = LOWRANK_FIT_STEPS, bits: int = 16) -> dict[str, Any]:
     """Rank-``rank`` factors and a per-token bias whose softmax is closest to the summary's distributions p in KL:
     ``min mean_i KL(p_i || softmax(left_i @ right + bias))``.
 
@@ -135,7 +138,8 @@ def _lowrank(summary: Summary, kind: str, rank: int, shape: tuple[int, ...],
     weighs every token alike: on PTB's 10,000 words it leaves KL 0.27 nats at rank 12) and refines by Adam on the
     KL, whose gradient in the logits is ``q - p`` (0.01 nats after 100 steps); the best iterate is kept, so a
     distribution of rank ≤ ``rank`` stays exact. A learner's logits are ``h @ E^T + b``: a teacher of width d
-    labels with rank ≤ d, exactly. Stored as float16, the factors of balanced scale."""
+    labels with rank ≤ d, exactly. Stored as float16, the factors of balanced scale; with ``bits=8`` as int8 with a
+    float16 scale per position (left) and per token (right), half the bytes of a rank, so twice the rank fits."""
     with torch.no_grad():
         probs = summary().detach().float().cpu()  # (n, L, V)
     probs = (probs / probs.sum(-1, keepdim=True)).reshape(-1, probs.shape[-1])  # (N, V)
@@ -174,12 +178,26 @@ def _lowrank(summary: Summary, kind: str, rank: int, shape: tuple[int, ...],
     left, right, bias = best
     scale = (right.norm(dim=1) / left.norm(dim=0).clamp_min(1e-12)).sqrt().clamp_min(1e-12)  # balance per component
     left, right = left * scale, right / scale[:, None]
-    return {"kind": kind, "shape": list(shape), "left": left.reshape(*shape[:-1], r).half(), "right": right.half(),
-            "bias": bias.half()}
+    entry = {"kind": kind, "shape": list(shape), "bias": bias.half()}
+    if bits == 8:
+        (left, left_scale), (right, right_scale) = _int8(left, 1), _int8(right, 0)
+        entry.update(left_scale=left_scale.reshape(*shape[:-1], 1), right_scale=right_scale)
+    entry.update(left=left.reshape(*shape[:-1], r) if bits == 8 else left.reshape(*shape[:-1], r).half(),
+                 right=right if bits == 8 else right.half())
+    return entry
+
+
+def _int8(t: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """``t`` as int8 and a float16 scale per slice along ``dim`` (the max magnitude maps to 127; round to nearest)."""
+    scale = (t.abs().amax(dim, keepdim=True) / 127).half().float().clamp_min(1e-8)
+    return (t / scale).round().clamp(-127, 127).to(torch.int8), scale.half()
 
 
 def _from_lowrank(entry: dict[str, Any], temperature: float, padding_idx: int | None) -> Tensor:
-    logits = entry["left"].float() @ entry["right"].float()  # (n, L, r) @ (r, V) -> (n, L, V)
+    left, right = entry["left"].float(), entry["right"].float()
+    if "left_scale" in entry:  # 8-bit factors (``_int8``)
+        left, right = left * entry["left_scale"].float(), right * entry["right_scale"].float()
+    logits = left @ right  # (n, L, r) @ (r, V) -> (n, L, V)
     if "bias" in entry:  # files written before the KL fit have none
         logits = logits + entry["bias"].float()
     if padding_idx is not None:
@@ -207,12 +225,13 @@ def save_summary(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def export_summary(summary: Summary, trainer: Trainer, feed: Feed | None = None, learner: nn.Module | None = None,
-                   recipe: dict[str, Any] | None = None, top_k: int | None = None, rank: int | None = None) -> Path:
+                   recipe: dict[str, Any] | None = None, top_k: int | None = None, rank: int | None = None,
+                   bits: int = 16) -> Path:
     """Save ``summary.pt`` (see ``summary_payload``) and ``summary.txt`` (one decoded row a line); report the
     file's bytes beside the training file's; returns the ``summary.pt`` path."""
     data = trainer.datamodule
     vocabulary = data.vocabulary() if hasattr(data, "vocabulary") else [str(i) for i in range(summary.vocab_size)]
-    payload = summary_payload(summary, vocabulary, feed, learner, recipe, top_k, rank)
+    payload = summary_payload(summary, vocabulary, feed, learner, recipe, top_k, rank, bits)
     root = export_dir(trainer)
     save_summary(root / "summary.pt", payload)
     lines = [" ".join(vocabulary[int(i)] for i in row) for row in payload["tokens"]]

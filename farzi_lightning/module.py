@@ -16,14 +16,13 @@ from collections.abc import Callable
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from . import seeds
 from .checkpoints import VerifiedLoad, save_config
-from .checks import check_arguments, check_parts, check_size, make_optimizers, size_line
+from .checks import check_arguments, check_parts, check_size, make_optimizers
 from .context import Context
 from .contracts import DATA, check_lengths, require
 from .distributed import check_precision, check_strategy
@@ -81,14 +80,18 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
         meta_batch_size: start points drawn per outer step on each process; the summary steps along the mean of
             their meta-gradients, and under DDP the mean over every process's draws (N processes with
             ``meta_batch_size`` m equal one process with N·m).
+        batch_draws: run those draws as one stacked trajectory (one batched forward per inner step): the same
+            meta-gradient, cheaper for small learners (``OuterStep``).
         max_nonfinite_steps: an outer step whose meta-gradient or loss is NaN/Inf leaves the summary untouched
             (counted in ``train/skipped_steps``); this many in a row save ``nonfinite.ckpt`` and stop the fit.
         downstream: the downstream-evaluation harness of ``farzi test`` and the ``DownstreamEvaluation``
             callback (None: ``Downstream()`` defaults).
         summary_top_k: ``summary.pt`` keeps each position's k most likely tokens (renormalised) instead of all
             V (None: every probability, exact); a latent summary is stored as its factors either way.
-        summary_rank: ``summary.pt`` keeps rank-r factors and a bias fitted in KL (float16), not all V per
-            position (None: see ``summary_top_k``); exact when a teacher of width below r made the targets.
+        summary_rank: ``summary.pt`` keeps rank-r factors and a bias fitted in KL, not all V per position
+            (None: see ``summary_top_k``); exact when a teacher of width below r made the targets.
+        summary_bits: bits per stored factor of ``summary_rank``: 16 (float16) or 8 (int8 with a scale per
+            position and per token: twice the rank in the same bytes).
     """
 
     def __init__(self, learner: Learner, summary: SummaryCallable, inner_optimizer: InnerOptimizer,
@@ -99,7 +102,8 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
                  max_nonfinite_steps: int = 5, downstream: Downstream | None = None,
                  summary_top_k: int | None = None, summary_rank: int | None = None,
                  gradient_clip_relative: float | None = None, outer_loss: OuterLoss | None = None,
-                 outer_batch_size: int | None = None, share_real_batch: bool = False) -> None:
+                 outer_batch_size: int | None = None, share_real_batch: bool = False, summary_bits: int = 16,
+                 batch_draws: bool = False) -> None:
         super().__init__()
         save_config(self)
         self.automatic_optimization = False
@@ -108,7 +112,7 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
         self.summary = summary(learner.vocab_size)
         check_parts(learner, self.summary)
         check_arguments(self.summary, meta_batch_size, max_nonfinite_steps, inner_batch_size, summary_top_k,
-                        summary_rank, gradient_clip_val, gradient_clip_relative, outer_batch_size)
+                        summary_rank, gradient_clip_val, gradient_clip_relative, outer_batch_size, summary_bits)
         self.nonfinite_streak = self.skipped_steps = 0
         try:
             self.feed = Feed(input_mode, input_temperature, target_temperature)
@@ -127,7 +131,8 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
         self.context = Context(self.learner, self.summary, self.feed, self.inner, inner_batch_size,
                                teacher=self.teacher_model)
         self.outer_step = OuterStep(self.context, self.start, meta_batch_size,
-                                    self.log_inner_lr if learn_inner_lr else None, outer_loss, share_real_batch)
+                                    self.log_inner_lr if learn_inner_lr else None, outer_loss, share_real_batch,
+                                    batch_draws)
         self.relative_clip = RelativeClip(gradient_clip_relative) if gradient_clip_relative else None
 
     # ---- setup ----
@@ -137,10 +142,7 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
         require(data, DATA, "distillation data", "data")
         check_lengths(data, self.learner)
         check_strategy(self.trainer.strategy)
-        check_precision(self.trainer.precision)
-        if self.trainer.precision == "bf16-mixed" and self.device.type == "cpu":
-            rank_zero_warn("trainer.precision: bf16-mixed on CPU slows a distillation down and rounds the inner "
-                           "forward passes without saving memory that matters; 32-true is the default")
+        check_precision(self.trainer.precision, self.device)
         self.context.data = data
         self.start.setup(self.context)
         if self.teacher_spec is not None:
@@ -155,14 +157,6 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
                 real = data.real_sequences()
                 check_size(self.summary, real)
                 self.summary.initialize(real.to(self.device), seeds.summary_init(), teacher)
-
-    def on_fit_start(self) -> None:
-        if any(isinstance(c, ModelSummary) for c in self.trainer.callbacks):
-            rank_zero_info(self.size_line())
-
-    def size_line(self) -> str:
-        """The summary's parameters and its size in tokens as a share of the training data."""
-        return size_line(self.summary, self.trainer.datamodule)
 
     def teacher_model(self) -> nn.Module | None:
         """The model that labels (``teacher``, else the start point's full-data model), loaded once."""
@@ -246,4 +240,5 @@ class FarziLightningModule(VerifiedLoad, EvaluationHooks, LightningModule):
         if self.trainer.is_global_zero:
             export_summary(self.summary, self.trainer, feed=self.feed, learner=self.learner,
                            recipe=self.downstream.recipe(self.inner, self.hparams.inner_batch_size),
-                           top_k=self.hparams.summary_top_k, rank=self.hparams.summary_rank)
+                           top_k=self.hparams.summary_top_k, rank=self.hparams.summary_rank,
+                           bits=self.hparams.summary_bits)

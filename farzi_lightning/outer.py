@@ -61,14 +61,17 @@ class OuterStep:
         loss: the outer loss (``farzi_lightning.outer_losses``; None: ``NextToken``).
         share_real_batch: every draw of a step (on every process) meets the same real batch, drawn from the
             step's own stream (common random numbers: the draws then differ only in θ0 and inner order).
+        batch_draws: run a process's draws as one stacked trajectory (``draws_stacked``): the same draws and the
+            same mean meta-gradient, one batched forward per inner step for all of them. Its drift is the
+            largest over the draws, and a drifting segment is replayed for all of them.
     """
 
     def __init__(self, context: Context, start: StartPoint, meta_batch_size: int = 1,
                  log_inner_lr: Tensor | None = None, loss: OuterLoss | None = None,
-                 share_real_batch: bool = False) -> None:
+                 share_real_batch: bool = False, batch_draws: bool = False) -> None:
         self.context, self.start, self.meta_batch_size = context, start, meta_batch_size
         self.log_inner_lr, self.loss = log_inner_lr, loss if loss is not None else NextToken()
-        self.share_real_batch = share_real_batch
+        self.share_real_batch, self.batch_draws = share_real_batch, batch_draws
 
     def draw(self, generator: torch.Generator, real: Callable[[torch.Generator], tuple[Tensor, Tensor]],
              shared: tuple[Tensor, Tensor] | None = None) -> MetaGradient:
@@ -80,7 +83,33 @@ class OuterStep:
                                           generator).to(ctx.device)
         ctx.learner.eval()  # no dropout: the reversal recomputes each inner step and must see the same function
         inner = bilevel.inner_loss(ctx.learner, ctx.summary, schedule, ctx.feed)
-        return ctx.inner.meta_gradient(inner, self.loss.build(ctx, x, y), theta0, tuple(ctx.summary.parameters()))
+        return ctx.inner.meta_gradient(inner, self.loss.build(ctx, x, y), theta0, tuple(ctx.summary.parameters()),
+                                       lr_grad=self.log_inner_lr is not None)
+
+    def draws_stacked(self, generators: list[torch.Generator],
+                      real: Callable[[torch.Generator], tuple[Tensor, Tensor]],
+                      shared: tuple[Tensor, Tensor] | None = None) -> MetaGradient:
+        """The draws of ``generators`` in one meta-gradient: each takes its real batch, θ0 and inner order from its
+        generator exactly as ``draw`` does; their m trajectories run stacked (``bilevel.stacked_inner_loss``) and
+        the outer loss is the sum of theirs. Returns the *sums* over the draws (meta-gradients, ``lr_grad``, outer
+        loss, mean inner loss)."""
+        ctx = self.context
+        batches, starts, schedules = [], [], []
+        for generator in generators:
+            batches.append(shared if shared is not None else real(generator))
+            starts.append(self.start.sample(ctx, generator))
+            schedules.append(bilevel.inner_schedule(ctx.summary.num_sequences, ctx.inner_batch_size, ctx.inner.steps,
+                                                    generator))
+        theta0 = {k: torch.stack([s[k] for s in starts]) for k in starts[0]}  # (m, ...) per tensor
+        ctx.learner.eval()
+        inner = bilevel.stacked_inner_loss(ctx.learner, ctx.summary, torch.stack(schedules).to(ctx.device), ctx.feed)
+        losses = [self.loss.build(ctx, x, y) for x, y in batches]
+
+        def outer(params: dict[str, Tensor]) -> Tensor:
+            return sum(loss({k: v[j] for k, v in params.items()}) for j, loss in enumerate(losses))
+
+        return ctx.inner.meta_gradient(inner, outer, theta0, tuple(ctx.summary.parameters()),
+                                       lr_grad=self.log_inner_lr is not None)
 
     def __call__(self, generator: Callable[[int], torch.Generator],
                  real: Callable[[torch.Generator], tuple[Tensor, Tensor]], rank: int = 0,
@@ -92,8 +121,12 @@ class OuterStep:
         sums: list[Tensor] | None = None
         stats = torch.zeros(4, dtype=torch.float64)
         shared = real(generator(-1)) if self.share_real_batch else None
-        for j in range(draws):
-            result = self.draw(generator(rank * draws + j), real, shared)
+        stacked = self.batch_draws and draws > 1
+        for j in range(1 if stacked else draws):
+            if stacked:  # sums over all the draws at once
+                result = self.draws_stacked([generator(rank * draws + i) for i in range(draws)], real, shared)
+            else:
+                result = self.draw(generator(rank * draws + j), real, shared)
             grads = list(result.grads)
             if self.log_inner_lr is not None:
                 if result.lr_grad is None:
@@ -103,8 +136,9 @@ class OuterStep:
                 # d/d log lr = lr · d/d lr
                 grads.append((result.lr_grad * ctx.inner.lr).to(self.log_inner_lr.dtype).reshape(()))
             sums = grads if sums is None else [a + b for a, b in zip(sums, grads)]
-            stats += torch.tensor([float(result.outer_loss), float(result.inner_loss), result.drift,
-                                   result.replayed_steps], dtype=torch.float64)
+            per = draws if stacked else 1  # drift and replays of a stack count for each of its draws
+            stats += torch.tensor([float(result.outer_loss), float(result.inner_loss), result.drift * per,
+                                   result.replayed_steps * per], dtype=torch.float64)
         means = [reduce(g / draws) for g in sums]
         stats = reduce((stats / draws).to(ctx.device)).cpu()
         n_summary = len(tuple(ctx.summary.parameters()))

@@ -149,6 +149,8 @@ CASES = [
      "error: model.init_args.gradient_clip_relative must be positive or null, got 0.0"),
     ("outer batch negative", lambda w: distil(w, "--model.init_args.outer_batch_size=-2"),
      "error: model.init_args.outer_batch_size must be an integer >= 0, got -2"),
+    ("summary bits 4", lambda w: distil(w, "--model.init_args.summary_bits=4"),
+     "error: model.init_args.summary_bits must be 8 or 16, got 4"),
     ("outer loss not a loss", lambda w: distil(w, "--model.init_args.outer_loss=farzi_lightning.starts.RandomStart"),
      "error: model.init_args.outer_loss"),
     ("meta_batch_size 0", lambda w: distil(w, "--model.init_args.meta_batch_size=0"),

@@ -425,3 +425,34 @@ def test_low_rank_storage_is_exact_for_a_low_rank_teacher_and_small(tmp_path):
     torch.testing.assert_close(load_summary(tmp_path / "token.pt")()[:, 1:], token()[:, 1:], atol=2e-3, rtol=0)
     with pytest.raises(ValueError, match="not both"):
         summary_payload(token, vocabulary, top_k=4, rank=4)
+
+
+def test_eight_bit_low_rank_storage_keeps_the_fit_in_fewer_bytes(tmp_path):
+    """int8 factors with a scale per position and per token: the rebuilt distributions stay within quantisation
+    error of the float16 form (each logit off by at most the bound the scales imply), and the factors take half
+    the bytes."""
+    torch.manual_seed(0)
+    V, real = 300, torch.randint(1, 300, (30, 9))
+    teacher = SASRec(V, d_model=8, n_layers=1, n_heads=1, max_len=9).eval()
+    baseline = make_baseline("teacher", V, 6, 9, 0, real, torch.Generator().manual_seed(3), teacher)
+    vocabulary = [str(i) for i in range(V)]
+    half = summary_payload(baseline, vocabulary, Feed("hard"), rank=10)
+    eight = summary_payload(baseline, vocabulary, Feed("hard"), rank=10, bits=8)
+    (entry16,), (entry8,) = half["lowrank"].values(), eight["lowrank"].values()
+    assert entry8["left"].dtype == entry8["right"].dtype == torch.int8
+    assert entry8["left"].abs().max() == 127 and entry8["right"].abs().max() == 127  # the scales use the range
+    assert entry8["left"].numel() + entry8["right"].numel() == (entry16["left"].numel() + entry16["right"].numel())
+    left = entry8["left"].double() * entry8["left_scale"].double()  # (n, L, r) by hand
+    right = entry8["right"].double() * entry8["right_scale"].double()  # (r, V)
+    # each product's error: |a b - a' b'| <= |a| db + |b| da + da db, summed over r, with da, db half a step
+    d_left = (entry8["left_scale"].double() / 2).expand_as(left)
+    d_right = (entry8["right_scale"].double() / 2).expand_as(right)
+    bound = left.abs() @ d_right + d_left @ right.abs() + d_left @ d_right
+    exact = entry16["left"].double() @ entry16["right"].double()
+    assert bool(((left @ right - exact).abs() <= bound + 2e-2).all())  # + float16 rounding of the reference
+    save_summary(tmp_path / "eight.pt", eight)
+    loaded = load_summary(tmp_path / "eight.pt")
+    torch.testing.assert_close(loaded()[:, 1:], baseline()[:, 1:], atol=1e-2, rtol=0)
+    assert torch.all(loaded()[..., 0] == 0)
+    with pytest.raises(ValueError, match="bits must be 8 or 16"):
+        summary_payload(baseline, vocabulary, rank=10, bits=4)

@@ -117,6 +117,16 @@ def test_lr_meta_gradient_matches_unrolled_float64(problem, steps, kind):
     assert abs(float(got) - float(want)) <= 1e-9 * max(abs(float(want)), 1e-12)
 
 
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_without_lr_grad_the_meta_gradient_is_the_same_and_lr_grad_is_none(kind):
+    for opt in pair(kind, 5, eps=1e-3):
+        full = opt.meta_gradient(*transformer_problem())
+        lean = opt.meta_gradient(*transformer_problem(), lr_grad=False)
+        assert lean.lr_grad is None and full.lr_grad is not None
+        for a, b in zip(lean.grads, full.grads):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("reversal", [{"checkpoints": 0}, {"checkpoint_every": 1},
                                       {"checkpoints": 0, "drift_tolerance": 1e-300}])
 def test_lr_meta_gradient_survives_every_checkpoint_layout(reversal):

@@ -77,7 +77,8 @@ class InnerOptimizer(RecordsInit, ABC):
         self.lr = float(lr)
 
     def meta_gradient(
-        self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Mapping[str, Tensor], hyper: Sequence[Tensor]
+        self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Mapping[str, Tensor], hyper: Sequence[Tensor],
+        lr_grad: bool = True,
     ) -> MetaGradient:
         """Train ``params`` for ``steps`` steps on ``inner_loss`` and differentiate ``outer_loss`` w.r.t. ``hyper``.
 
@@ -86,6 +87,7 @@ class InnerOptimizer(RecordsInit, ABC):
             outer_loss: ``outer_loss(params) -> scalar Tensor``.
             params: the start point ``θ0`` (not modified).
             hyper: tensors that require grad (e.g. a summary's ``Z`` and ``M``).
+            lr_grad: also return ``lr_grad`` (False skips its per-step work in the reverse optimisers).
         """
         if not callable(inner_loss):
             raise TypeError(f"inner_loss must be callable, got {type(inner_loss).__name__}")
@@ -97,12 +99,13 @@ class InnerOptimizer(RecordsInit, ABC):
             raise RuntimeError("meta_gradient cannot run under torch.inference_mode (autograd is off for good "
                                "there); call it from training code or under torch.enable_grad()")
         with torch.enable_grad():
-            result = self._meta_gradient(inner_loss, outer_loss, params, hyper)
+            result = self._meta_gradient(inner_loss, outer_loss, params, hyper, lr_grad)
         return result
 
     @abstractmethod
     def _meta_gradient(
-        self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...]
+        self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...],
+        lr_grad: bool = True,
     ) -> MetaGradient: ...
 
     @abstractmethod

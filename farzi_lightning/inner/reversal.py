@@ -23,8 +23,10 @@ def _zero_or(g: Tensor | None, like: Tensor) -> Tensor:
 class _Run:
     """One meta-gradient computation: the closures, the drift record and the recursive reversal."""
 
-    def __init__(self, opt: InnerOptimizer, inner_loss: InnerLoss, params: Params, hyper: tuple[Tensor, ...]):
+    def __init__(self, opt: InnerOptimizer, inner_loss: InnerLoss, params: Params, hyper: tuple[Tensor, ...],
+                 lr_grad: bool = True):
         self.opt, self.inner_loss, self.hyper = opt, inner_loss, hyper
+        self.lr_grad = lr_grad  # accumulate d outer / d lr (where the optimiser gives ``lr_direction``)
         self.dtypes = {k: p.dtype for k, p in params.items()}
         self.frozen_hyper = tuple(h.detach() for h in hyper)
         self.drift = 0.0
@@ -68,13 +70,14 @@ class _Run:
         return kept
 
     def reverse(self, a: int, b: int, start: State, end: State, adj: Adjoint) -> Adjoint:
-        """Reverse updates b..a+1, given exact states at a and b; returns the adjoints at a."""
+        """Reverse updates b..a+1, given exact states at a and b; returns the adjoints at a. ``end`` is consumed
+        (undone in place: a segment that drifts replays from ``start``, which recomputes the state at b)."""
         opt = self.opt
         if b - a == 1:
             return self._reverse_step(b, start.params, end, adj)[0]
         if opt.invertible:
             saved = adj.clone() if opt.on_drift == "recompute" else None
-            state = _copy(end)
+            state = end
             for t in range(b, a, -1):
                 adj, state = self._reverse_step(t, None, state, adj)
             drift = max(float((state.params[k] - start.params[k]).abs().max()) for k in start.params)
@@ -93,12 +96,12 @@ class _Run:
                 self.drift = max(self.drift, drift)
                 return adj
             adj = saved
-        # Replay [a, b] from its exact start with finer checkpoints and reverse each piece.
+        # Replay [a, b] from its exact start with finer checkpoints (b itself recomputed) and reverse each piece,
+        # letting go of each piece's end state once it is reversed.
         keep = sorted({a, b, *(a + round(i * (b - a) / _SPLIT) for i in range(1, _SPLIT))})
         states = self.replay(a, start, keep)
-        states[b] = end
         for lo, hi in zip(reversed(keep[:-1]), reversed(keep[1:])):
-            adj = self.reverse(lo, hi, states[lo], states[hi], adj)
+            adj = self.reverse(lo, hi, states[lo], states.pop(hi), adj)
         return adj
 
     def _reverse_step(
@@ -117,8 +120,8 @@ class _Run:
             leaves = list(theta.values())
             grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
         g = {k: _zero_or(gk, state.params[k]).detach() for k, gk in zip(theta, grads)}
-        direction = opt.lr_direction(state, t)  # θ_t = θ_{t-1} + lr · direction: d lr += <dθ_t, direction>
-        if direction is not None:
+        direction = opt.lr_direction(state, t) if self.lr_grad else None  # θ_t = θ_{t-1} + lr · direction
+        if direction is not None:  # d lr += <dθ_t, direction>
             adj.lr += sum((adj.params[k].double() * direction[k].double()).sum() for k in direction)
         dg = opt.backprop(adj, state, g, t)
         opt.param_path(adj.params, state, t)

@@ -151,9 +151,10 @@ class ReversibleOptimizer(InnerOptimizer):
         return sorted({0, T, *(round(i * T / (n + 1)) for i in range(1, n + 1))})
 
     def _meta_gradient(
-        self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...]
+        self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...],
+        lr_grad: bool = True,
     ) -> MetaGradient:
-        run = _Run(self, inner_loss, params, hyper)
+        run = _Run(self, inner_loss, params, hyper, lr_grad)
         started = time.perf_counter()
         theta0 = {k: p.to(self.state_dtype) for k, p in params.items()}
         start = State(theta0, self.init_buffers(theta0))
@@ -168,21 +169,24 @@ class ReversibleOptimizer(InnerOptimizer):
                        tuple(torch.zeros_like(h, dtype=self.state_dtype) for h in hyper),
                        torch.zeros((), dtype=torch.float64, device=next(iter(final.params.values())).device))
 
+        gives_lr = lr_grad and self.lr_direction(final, self.steps) is not None
+        theta_final = {k: v.to(params[k].dtype) for k, v in final.params.items()}
         reverse_started = time.perf_counter()
         points = sorted(states)
         for a, b in zip(reversed(points[:-1]), reversed(points[1:])):
-            adj = run.reverse(a, b, states[a], states[b], adj)
+            adj = run.reverse(a, b, states[a], states.pop(b), adj)  # each end state freed once reversed
+        del final
 
         check_used([g if used else None for g, used in zip(adj.hyper, adj.used)], hyper)
         return MetaGradient(
             grads=tuple(g.to(h.dtype) for g, h in zip(adj.hyper, hyper)),
             outer_loss=loss.detach(),
-            params={k: v.to(params[k].dtype) for k, v in final.params.items()},
+            params=theta_final,
             drift=run.drift,
             inner_loss=torch.stack(run.inner_losses).mean(),
             replayed_steps=run.replayed,
             seconds={"forward": reverse_started - started, "reverse": time.perf_counter() - reverse_started},
-            lr_grad=adj.lr.detach() if self.lr_direction(final, self.steps) is not None else None,
+            lr_grad=adj.lr.detach() if gives_lr else None,
         )
 
 

@@ -68,11 +68,26 @@ class ReverseAdam(ReversibleOptimizer):
         return state
 
     def _den(self, v: list[torch.Tensor], t: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``s = sqrt(v / bc2)`` and ``den = s + eps`` (v clamped at 0 against reconstruction noise)."""
+        """``s = sqrt(v / bc2)`` and ``den = s + eps`` (v clamped at 0 against reconstruction noise). A reversed
+        step asks twice for the same ``v`` (``undo_params``, then ``backprop``): the second time is served from a
+        one-entry cache holding those very tensors (compared by identity, so never a look-alike) and their version
+        counters (so an in-place change misses it); emptied when the meta-gradient returns."""
+        cached = getattr(self, "_den_cache", None)
+        if (cached is not None and cached[0] == t and len(cached[1]) == len(v)
+                and all(a is b and a._version == n for a, b, n in zip(cached[1], v, cached[2]))):
+            return cached[3]
         s = torch._foreach_clamp_min(v, 0.0)
         torch._foreach_div_(s, 1.0 - self.betas[1] ** t)
         torch._foreach_sqrt_(s)
-        return s, torch._foreach_add(s, self.eps)
+        out = s, torch._foreach_add(s, self.eps)
+        self._den_cache = (t, list(v), [x._version for x in v], out)
+        return out
+
+    def _meta_gradient(self, *args, **kwargs):
+        try:
+            return super()._meta_gradient(*args, **kwargs)
+        finally:
+            self._den_cache = None
 
     def undo_params(self, state: State, t: int) -> Params:
         names = list(state.params)
@@ -115,7 +130,7 @@ class ReverseAdam(ReversibleOptimizer):
         # ∂θ_t/∂m_t · dθ = -α / (bc1 · den) · dθ
         torch._foreach_addcdiv_(dm, d_theta, den, value=-self.lr / bc1)
         # ∂θ_t/∂v_t · dθ = α (m/bc1) / (den² · 2 s · bc2) · dθ, taken as 0 where s = 0 (there m = 0 too).
-        torch._foreach_mul_(den, den)
+        den = torch._foreach_mul(den, den)  # not in place: (s, den) may be cached
         torch._foreach_mul_(den, s)
         coef = torch._foreach_mul(m, d_theta)
         torch._foreach_div_(coef, den)

@@ -28,12 +28,13 @@ class _Unrolled(InnerOptimizer):
         """One differentiable step: ``(params, state)`` after update ``t``."""
 
     def _meta_gradient(
-        self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...]
+        self, inner_loss: InnerLoss, outer_loss: OuterLoss, params: Params, hyper: tuple[Tensor, ...],
+        lr_grad: bool = True,
     ) -> MetaGradient:
         started = time.perf_counter()
         theta = {k: p.clone().requires_grad_(True) for k, p in params.items()}
         dtype = next(iter(params.values())).dtype
-        lr = torch.tensor(self.lr, dtype=dtype, device=next(iter(params.values())).device, requires_grad=True)
+        lr = torch.tensor(self.lr, dtype=dtype, device=next(iter(params.values())).device, requires_grad=lr_grad)
         state = self._init(theta)
         losses = []
         for t in range(1, self.steps + 1):
@@ -44,14 +45,15 @@ class _Unrolled(InnerOptimizer):
             losses.append(loss.detach())
         outer = call_loss(outer_loss, "outer_loss", theta)
         reverse_started = time.perf_counter()
-        *grads, lr_grad = torch.autograd.grad(outer, [*hyper, lr], allow_unused=True)
+        grads = list(torch.autograd.grad(outer, [*hyper, lr] if lr_grad else list(hyper), allow_unused=True))
+        d_lr = grads.pop() if lr_grad else None
         check_used(grads, hyper)
         return MetaGradient(grads=tuple(grads), outer_loss=outer.detach(),
                             params={k: v.detach() for k, v in theta.items()}, drift=0.0,
                             inner_loss=torch.stack(losses).mean(),
                             seconds={"forward": reverse_started - started,
                                      "reverse": time.perf_counter() - reverse_started},
-                            lr_grad=None if lr_grad is None else lr_grad.detach().double())
+                            lr_grad=None if d_lr is None else d_lr.detach().double())
 
 
 class UnrolledAdam(_Unrolled):
