@@ -6,10 +6,14 @@ ids: only memory and time are measured here). For each T it measures, each in it
 
 - ``reverse``: ``ReverseAdam`` with default settings;
 - ``unrolled``: ``UnrolledAdam`` (the whole graph kept) where it fits (``--unrolled-steps``);
+- ``fused``: ``ReverseAdam(fused=True)`` (compiled element-wise maps; compiled in the warm-up call);
 - ``plain``: T ordinary ``torch.optim.Adam`` steps on the same model and summary batch, no graph.
 
-Memory is peak RSS (CPU) or ``torch.cuda.max_memory_allocated`` (GPU); "above base" subtracts what the
-process held after building the model and data, before the measured call.
+Memory is the peak of the measured call: RSS (CPU; VmHWM, reset before the call) or
+``torch.cuda.max_memory_allocated`` (GPU); "above base" subtracts what the process held just before the measured
+call (after building the model and data and a warm-up call): the meta-gradient's own memory, the figure the
+T=200 / T=10 bar is on. Neither method computes the inner
+learning rate's meta-gradient (``lr_grad=False``: a distillation asks for it only with ``learn_inner_lr``).
 
     python benchmarks/meta_grad.py                       # CPU, T in {10, 20, 50, 100, 200}
     python benchmarks/meta_grad.py --device cuda         # GPU
@@ -21,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -44,9 +47,19 @@ def rss_mb() -> float:
 
 
 def peak_mb(device: str) -> float:
+    """Peak since ``reset_peak``: the allocator's on GPU, the process's RSS (VmHWM) on CPU."""
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def reset_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:  # Linux: writing 5 to clear_refs resets VmHWM to the current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
 
 
 def sync(device: str) -> None:
@@ -86,16 +99,14 @@ def worker(method: str, steps: int, device: str) -> dict:
                 loss.backward()
                 opt.step()
             return None
-        cls = ReverseAdam if method == "reverse" else UnrolledAdam
-        return cls(lr=1e-3, steps=T).meta_gradient(inner_loss, outer_loss, params, (z, m))
+        opt = (UnrolledAdam(lr=1e-3, steps=T) if method == "unrolled" else
+               ReverseAdam(lr=1e-3, steps=T, fused=method == "fused"))
+        return opt.meta_gradient(inner_loss, outer_loss, params, (z, m), lr_grad=False)
 
     run(2)  # warm-up: allocator, kernels, first-call overheads
     sync(device)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated() / 2**20
-    else:
-        base = rss_mb()
+    reset_peak(device)  # the peak of the measured call only, not of the warm-up
+    base = torch.cuda.memory_allocated() / 2**20 if device == "cuda" else rss_mb()
     start = time.perf_counter()
     result = run(steps)
     sync(device)
@@ -119,7 +130,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.device)))
         return
 
-    jobs = [(m, t) for t in args.steps for m in ("plain", "reverse")]
+    jobs = [(m, t) for t in args.steps for m in ("plain", "reverse", "fused")]
     jobs += [("unrolled", t) for t in args.unrolled_steps]
     rows = []
     for method, steps in jobs:
@@ -150,8 +161,13 @@ def main() -> None:
         summary["reverse_above_base_ratio_Tmax_over_Tmin"] = above[0] / above[1]
     summary["reverse_over_plain"] = {t: by[("reverse", t)]["seconds"] / by[("plain", t)]["seconds"]
                                      for t in args.steps if ("reverse", t) in by and ("plain", t) in by}
-    summary["reverse_over_unrolled"] = {t: by[("reverse", t)]["seconds"] / by[("unrolled", t)]["seconds"]
-                                        for t in args.unrolled_steps if ("reverse", t) in by and ("unrolled", t) in by}
+    for name in ("reverse", "fused"):
+        summary[f"{name}_over_unrolled"] = {t: by[(name, t)]["seconds"] / by[("unrolled", t)]["seconds"]
+                                            for t in args.unrolled_steps if (name, t) in by and ("unrolled", t) in by}
+    lo, hi = by.get(("fused", min(args.steps))), by.get(("fused", max(args.steps)))
+    if lo and hi:
+        above = [r["peak_mb"] - r["base_mb"] for r in (hi, lo)]
+        summary["fused_above_base_ratio_Tmax_over_Tmin"] = above[0] / above[1]
     print("\n" + json.dumps(summary, indent=2))
     out = Path(args.out or Path(__file__).parent / "results" / f"meta_grad_{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

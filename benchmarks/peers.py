@@ -5,11 +5,15 @@ The problem: a 3-layer tanh MLP of width 512 (three 512x512 layers) trained for 
 learnt data set of 64 inputs and targets (the hyper-parameters, 64x512 each); the outer loss is the MSE on 256
 fixed real examples. Every method returns d(outer loss)/d(inputs, targets); before its time counts, each
 peer's meta-gradient is checked against ``UnrolledAdam`` in float64 at T=10 (relative error <= 1e-6; with
-ε = 1e-30 there, see ``AGREE_EPS``).
+ε = 1e-30 there, see ``AGREE_EPS``; torchopt's bias correction computed in float64 there, see
+``torchopt_bias_correction_in_the_moments_dtype``).
 
-Each (method, T) runs in its own process with one thread: wall time (median of ``--repeats`` calls after a
-warm-up) and memory above base (peak RSS minus the RSS after building the problem and before the first call,
-which includes the warm-up). ``plain`` is T ordinary Adam steps with no graph, the floor of any method.
+Memory and agreement: each (method, T) in its own process with one thread; memory above base is the peak RSS
+of one call (VmHWM reset just before it) minus the RSS just before it, after a warm-up call at T=2. Time: all methods
+that passed, at one T, in one process with one thread, round-robin, ``--repeats`` calls each after a warm-up;
+the median counts. ``plain`` is T ordinary
+Adam steps with no graph, the floor of any method; ``reverse-fused`` is ``ReverseAdam(fused=True)`` (compiled
+element-wise maps; its compilation falls in the warm-up call).
 
     pip install -e '.[bench]'        # torchopt and higher
     python benchmarks/peers.py                       # T in {10, 50, 200}
@@ -38,7 +42,7 @@ WIDTH, DEPTH, N_SYN, N_REAL, LR = 512, 3, 64, 256, 1e-3
 #: 32x larger at step 1), and a meta-gradient through Adam is dominated by weights whose gradient is near ε: the
 #: agreement check therefore runs with ε so small that both conventions are the same update.
 AGREE_EPS = 1e-30
-METHODS = ("plain", "unrolled", "reverse", "torchopt", "higher")
+METHODS = ("plain", "unrolled", "reverse", "reverse-fused", "torchopt", "higher")
 ROOT = Path(__file__).resolve().parent
 
 
@@ -48,7 +52,15 @@ def rss_mb() -> float:
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's peak RSS since the last ``reset_peak`` (VmHWM)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def reset_peak() -> None:
+    """Start a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM to the current RSS)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def mlp() -> torch.nn.Sequential:
@@ -85,10 +97,11 @@ def method_fn(method: str, steps: int, dtype: torch.dtype, eps: float = 1e-8):
     def outer_loss(p):
         return sq_error(functional_call(model, p, (x_real,)), y_real)
 
-    if method in ("reverse", "unrolled"):
+    if method in ("reverse", "reverse-fused", "unrolled"):
         from farzi_lightning.inner import ReverseAdam, UnrolledAdam
-        opt = (ReverseAdam if method == "reverse" else UnrolledAdam)(lr=LR, steps=steps, eps=eps)
-        return lambda: opt.meta_gradient(inner_loss, outer_loss, params, hyper).grads
+        opt = (UnrolledAdam(lr=LR, steps=steps, eps=eps) if method == "unrolled" else
+               ReverseAdam(lr=LR, steps=steps, eps=eps, fused=method == "reverse-fused"))
+        return lambda: opt.meta_gradient(inner_loss, outer_loss, params, hyper, lr_grad=False).grads
     if method == "plain":
         def plain():
             opt = torch.optim.Adam(model.parameters(), lr=LR, eps=eps)
@@ -127,26 +140,63 @@ def method_fn(method: str, steps: int, dtype: torch.dtype, eps: float = 1e-8):
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
-def worker(method: str, steps: int, repeats: int) -> dict:
+def torchopt_bias_correction_in_the_moments_dtype() -> None:
+    """torchopt computes Adam's 1 − β^t as ``pow(β, count)`` with an int64 step count, which is float32 whatever
+    the moments' dtype: a float64 check then differs from the float64 reference by ~3e-5 for that reason alone.
+    For the agreement check only, the same function in the moments' dtype (timing runs torchopt as it ships)."""
+    import optree
+    from torchopt.transform.utils import tree_map_flat
+
+    module = sys.modules["torchopt.transform.scale_by_adam"]  # the module (the package attribute is the function)
+
+    def bias_correction(moment, decay, count, *, already_flattened=False):
+        def f(t, c):
+            return t.div(1 - pow(decay, c.to(t.dtype)))
+        return tree_map_flat(f, moment, count) if already_flattened else optree.tree_map(f, moment, count)
+
+    module._bias_correction = bias_correction
+
+
+def worker(method: str, steps: int) -> dict:
+    """Agreement (float64, T=10) and memory above base of one call after a warm-up, in a process of its own."""
     torch.set_num_threads(1)
     if method != "unrolled" and method != "plain":  # agreement first: float64, T=10, against UnrolledAdam
         ours = method_fn("unrolled", 10, torch.float64, AGREE_EPS)()
+        if method == "torchopt":
+            import torchopt  # noqa: F401 -- loads the module patched next
+            original = sys.modules["torchopt.transform.scale_by_adam"]._bias_correction
+            torchopt_bias_correction_in_the_moments_dtype()
         theirs = method_fn(method, 10, torch.float64, AGREE_EPS)()
+        if method == "torchopt":
+            sys.modules["torchopt.transform.scale_by_adam"]._bias_correction = original
         error = max(float((a - b).norm() / b.norm()) for a, b in zip(theirs, ours))
         if not error <= 1e-6:
             return {"method": method, "T": steps, "error": f"meta-gradient differs from UnrolledAdam: {error:.2e}"}
     else:
         error = 0.0
+    method_fn(method, 2, torch.float32)()  # warm-up at T=2 (and compilation, for reverse-fused)
     call = method_fn(method, steps, torch.float32)
-    call()  # warm-up
+    reset_peak()
     base = rss_mb()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+    call()
+    return {"method": method, "T": steps, "above_base_mb": peak_mb() - base, "peak_mb": peak_mb(),
+            "agreement": error}
+
+
+def timing(steps: int, methods: list[str], repeats: int) -> dict[str, list[float]]:
+    """Wall time of each method at T=``steps`` in one process, one thread, round-robin (method 1, 2, ..., then
+    again), after a warm-up call each: the methods share whatever the machine is doing."""
+    torch.set_num_threads(1)
+    calls = {m: method_fn(m, steps, torch.float32) for m in methods}
+    for call in calls.values():
         call()
-        times.append(time.perf_counter() - started)
-    return {"method": method, "T": steps, "seconds": statistics.median(times), "times": times,
-            "above_base_mb": peak_mb() - base, "peak_mb": peak_mb(), "agreement": error}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(repeats):
+        for m, call in calls.items():
+            started = time.perf_counter()
+            call()
+            times[m].append(time.perf_counter() - started)
+    return times
 
 
 def main() -> None:
@@ -158,22 +208,28 @@ def main() -> None:
                         help="address-space cap per worker: a method above it is recorded as out of memory")
     parser.add_argument("--out", default=str(ROOT / "results" / "peers_cpu.json"))
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "T"), help=argparse.SUPPRESS)
+    parser.add_argument("--timing", type=int, metavar="T", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.timing:
+        print(json.dumps(timing(args.timing, args.methods, args.repeats)))
+        return
     if args.worker:
         limit = int(args.memory_limit_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         try:
-            print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.repeats)))
+            print(json.dumps(worker(args.worker[0], int(args.worker[1]))))
         except MemoryError:
             print(json.dumps({"method": args.worker[0], "T": int(args.worker[1]),
                               "error": f"out of memory (> {args.memory_limit_gb:g} GB)"}))
         return
     rows = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for steps in args.steps:
-        for method in args.methods:
-            cmd = [sys.executable, __file__, "--worker", method, str(steps), "--repeats", str(args.repeats),
+        done = []
+        for method in args.methods:  # agreement and memory, each in its own process
+            cmd = [sys.executable, __file__, "--worker", method, str(steps),
                    "--memory-limit-gb", str(args.memory_limit_gb)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             lines = proc.stdout.strip().splitlines()
             if proc.returncode != 0 or not lines:
                 tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
@@ -183,9 +239,22 @@ def main() -> None:
             else:
                 row = json.loads(lines[-1])
             rows.append(row)
-            shown = row.get("error") or f"{row['seconds']:.2f} s, {row['above_base_mb']:.0f} MB above base"
-            print(f"  {method:9s} T={steps:4d}  {shown}", file=sys.stderr, flush=True)
-            write(args, rows)
+            if "error" not in row:
+                done.append(row)
+            shown = row.get("error") or f"{row['above_base_mb']:.0f} MB above base, agreement {row['agreement']:.1e}"
+            print(f"  {method:11s} T={steps:4d}  {shown}", file=sys.stderr, flush=True)
+        if done:  # then time: every method that passed, side by side in one process
+            cmd = [sys.executable, __file__, "--timing", str(steps), "--repeats", str(args.repeats), "--methods",
+                   *[r["method"] for r in done]]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            times = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {}
+            for r in done:
+                if r["method"] in times:
+                    r.update(seconds=statistics.median(times[r["method"]]), times=times[r["method"]])
+                else:
+                    r["error"] = f"timing failed: {proc.stderr.strip().splitlines()[-1:]}"
+                print(f"  {r['method']:11s} T={steps:4d}  {r.get('seconds', float('nan')):.3f} s", file=sys.stderr)
+        write(args, rows)
     print(table(rows))
 
 

@@ -114,12 +114,14 @@ class OuterStep:
     def __call__(self, generator: Callable[[int], torch.Generator],
                  real: Callable[[torch.Generator], tuple[Tensor, Tensor]], rank: int = 0,
                  reduce: Reduce | None = None) -> StepResult:
-        """``generator(draw)``: the draw's generator (``generator(-1)``: the step's shared stream); ``real(generator)``:
+        """``generator(draw)``: the draw's generator (``generator(-1)``, ``generator(-2)``: the step's shared streams,
+        for the real batch and the start point's ``begin_step``); ``real(generator)``:
         a real batch; ``rank``: this process; ``reduce``: the mean over processes (None: one process)."""
         ctx, draws = self.context, self.meta_batch_size
         reduce = reduce if reduce is not None else (lambda t: t)
         sums: list[Tensor] | None = None
         stats = torch.zeros(4, dtype=torch.float64)
+        self.start.begin_step(ctx, generator(-2))  # what the step's draws share (e.g. a warm-up length)
         shared = real(generator(-1)) if self.share_real_batch else None
         stacked = self.batch_draws and draws > 1
         for j in range(1 if stacked else draws):

@@ -4,6 +4,8 @@ for, measured on real data at the trained parameters θ_T.
 - ``NextToken``: the next-token cross-entropy on the real batch (the default; hard targets, padding ignored).
 - ``TeacherKL``: KL(teacher ‖ learner) at every position of the real batch: the teacher's whole predictive
   distribution as the target, a denser, lower-variance signal than the one real next token.
+- ``FeatureMatch``: the mean squared distance between the learner's and the teacher's hidden states (the
+  features its output layer reads) on the same real batch, at every position (TD3's feature term).
 - ``Weighted``: a weighted sum of outer losses (e.g. next token + 0.5 · teacher KL).
 
 A new outer loss subclasses ``OuterLoss`` and implements ``build(context, x, y) -> loss(params)``; it reads the
@@ -58,11 +60,7 @@ class TeacherKL(OuterLoss):
         self.temperature = temperature
 
     def build(self, context: Context, x: Tensor, y: Tensor) -> Loss:
-        teacher = context.teacher()
-        if teacher is None:
-            raise ValueError("model.init_args.outer_loss: TeacherKL needs a full-data model (model.init_args.teacher, "
-                             "or a start point with a bank)")
-        learner, keep = context.learner, y != IGNORE_INDEX  # (B, L)
+        teacher, learner, keep = _teacher(context, "TeacherKL"), context.learner, y != IGNORE_INDEX  # keep: (B, L)
         dtype = next(iter(learner.parameters())).dtype
         with torch.no_grad():
             logits = teacher(x).to(dtype) / self.temperature  # (B, L, V)
@@ -77,6 +75,53 @@ class TeacherKL(OuterLoss):
         def loss(params: dict[str, Tensor]) -> Tensor:
             logq = torch.log_softmax(functional_call(learner, params, (x,))[keep], -1)  # (N, V)
             return (negative_entropy - torch.where(support, p * logq, 0.0).sum(-1)).mean()
+
+        return loss
+
+
+def _teacher(context: Context, name: str) -> torch.nn.Module:
+    teacher = context.teacher()
+    if teacher is None:
+        raise ValueError(f"model.init_args.outer_loss: {name} needs a full-data model (model.init_args.teacher, "
+                         "or a start point with a bank)")
+    return teacher
+
+
+def features(model: torch.nn.Module, x: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
+    """The hidden states ``(B, L, D)`` that ``model``'s output layer reads, at its ``feature_site``: ``(submodule
+    name, "output" or "input")``, captured by a hook during one forward (with ``params``: a functional call)."""
+    site = getattr(model, "feature_site", None)
+    if site is None:
+        raise ValueError(f"model.init_args.outer_loss: FeatureMatch needs learners that name their features "
+                         f"(a feature_site attribute); {type(model).__name__} has none")
+    name, where = site
+    module, seen = model.get_submodule(name), []
+    hook = (module.register_forward_pre_hook(lambda m, args: seen.append(args[0])) if where == "input"
+            else module.register_forward_hook(lambda m, args, out: seen.append(out)))
+    try:
+        model(x) if params is None else functional_call(model, params, (x,))
+    finally:
+        hook.remove()
+    return seen[-1]
+
+
+class FeatureMatch(OuterLoss):
+    """Mean squared distance between the learner's and the teacher's features (``features``: the hidden states
+    the output layer reads) after the same real prefix, over the positions that have a target, per feature
+    dimension. The teacher must have the learner's width."""
+
+    def build(self, context: Context, x: Tensor, y: Tensor) -> Loss:
+        teacher, learner, keep = _teacher(context, "FeatureMatch"), context.learner, y != IGNORE_INDEX
+        dtype = next(iter(learner.parameters())).dtype
+        with torch.no_grad():
+            target = features(teacher, x).to(dtype)[keep]  # (N, D)
+
+        def loss(params: dict[str, Tensor]) -> Tensor:
+            mine = features(learner, x, params)[keep]  # (N, D)
+            if mine.shape != target.shape:
+                raise ValueError(f"model.init_args.outer_loss: FeatureMatch needs the teacher's width; the learner's "
+                                 f"features are {mine.shape[-1]}-wide, the teacher's {target.shape[-1]}")
+            return (mine - target).pow(2).mean()
 
         return loss
 
@@ -101,4 +146,4 @@ class Weighted(OuterLoss):
         return lambda params: sum(w * part(params) for w, part in parts)
 
 
-__all__ = ["NextToken", "OuterLoss", "TeacherKL", "Weighted"]
+__all__ = ["FeatureMatch", "NextToken", "OuterLoss", "TeacherKL", "Weighted", "features"]

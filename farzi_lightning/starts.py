@@ -32,6 +32,10 @@ class StartPoint(RecordsInit, ABC):
     def setup(self, context: Context) -> None:  # noqa: B027 (optional hook: nothing by default)
         """Called once the run has its data (``context.data``): load banks, check them against the data."""
 
+    def begin_step(self, context: Context, generator: torch.Generator) -> None:  # noqa: B027 (optional hook)
+        """Called once per outer step before its draws, with the step's shared stream (the same on every
+        process): what all the step's draws should share is drawn here."""
+
     @abstractmethod
     def sample(self, context: Context, generator: torch.Generator) -> dict[str, Tensor]:
         """θ0 for one outer step, on ``context.device``; draw randomness from ``generator`` only."""
@@ -101,22 +105,33 @@ class SummaryWarmStart(StartPoint):
     Args:
         start: the start point to warm (e.g. ``RandomStart``).
         max_steps: K, the largest number of warm-up steps.
+        share_steps: every draw of an outer step (on every process) warms up for the same k, drawn from the
+            step's shared stream (common random numbers: the warm-up length, the largest source of variance
+            between draws, then cancels out of the step's mean).
     """
 
-    def __init__(self, start: StartPoint, max_steps: int = 100) -> None:
+    def __init__(self, start: StartPoint, max_steps: int = 100, share_steps: bool = False) -> None:
         if not isinstance(max_steps, int) or max_steps < 0:
             raise ValueError(f"SummaryWarmStart max_steps must be an integer >= 0, got {max_steps!r}")
-        self.start, self.max_steps = start, max_steps
+        self.start, self.max_steps, self.share_steps = start, max_steps, share_steps
+        self.shared: int | None = None
 
     def setup(self, context: Context) -> None:
         self.start.setup(context)
+
+    def begin_step(self, context: Context, generator: torch.Generator) -> None:
+        self.start.begin_step(context, generator)
+        if self.share_steps:
+            self.shared = int(torch.randint(self.max_steps + 1, (1,), generator=generator))
 
     def teacher(self, map_location: str | torch.device = "cpu") -> nn.Module | None:
         return self.start.teacher(map_location)
 
     def sample(self, context: Context, generator: torch.Generator) -> dict[str, Tensor]:
         theta = self.start.sample(context, generator)
-        steps = int(torch.randint(self.max_steps + 1, (1,), generator=generator))
+        if self.share_steps and self.shared is None:
+            raise RuntimeError("SummaryWarmStart(share_steps=True) samples after begin_step (OuterStep calls it)")
+        steps = self.shared if self.share_steps else int(torch.randint(self.max_steps + 1, (1,), generator=generator))
         if steps == 0:
             return theta
         learner = context.learner_copy()

@@ -10,7 +10,7 @@ from farzi_lightning.context import Context
 from farzi_lightning.inner import ReverseAdam, UnrolledAdam
 from farzi_lightning.learners import SASRec
 from farzi_lightning.outer import OuterStep, RelativeClip, clip_limit, real_batch
-from farzi_lightning.outer_losses import NextToken, TeacherKL, Weighted
+from farzi_lightning.outer_losses import FeatureMatch, NextToken, TeacherKL, Weighted
 from farzi_lightning.starts import RandomStart
 from farzi_lightning.summaries import Feed, LatentSummary
 
@@ -64,8 +64,37 @@ def test_teacher_kl_is_the_kl_from_the_teachers_predictions_by_hand():
         TeacherKL().build(ctx, x, y)
 
 
-@pytest.mark.parametrize("loss", [TeacherKL(), Weighted([NextToken(), TeacherKL()], [1.0, 0.3])],
-                         ids=["teacher_kl", "weighted"])
+def test_feature_match_is_the_mean_squared_distance_of_the_hidden_states_by_hand():
+    """SASRec's features are ``ln_f`` of its last block (computed here from ``_hidden``); an LSTM's are its
+    recurrent output (from ``rnn``); positions without a target are left out; a teacher of another width and a
+    learner without a feature site are refused in one line."""
+    from farzi_lightning.learners import RNNLM
+
+    ctx, teacher = context(ReverseAdam(lr=0.05, steps=2)), teacher_model()
+    x, y = batch()
+    keep = y != -100
+    params = dict(ctx.learner.named_parameters())
+    value = float(FeatureMatch().build(Context(ctx.learner, ctx.summary, teacher=lambda: teacher), x, y)(params))
+    with torch.no_grad():
+        mine, theirs = ctx.learner.ln_f(ctx.learner._hidden(x)), teacher.ln_f(teacher._hidden(x))
+    assert value == pytest.approx(float(((mine - theirs)[keep] ** 2).mean()), rel=1e-10)
+    torch.manual_seed(3)
+    lstm, lstm_teacher = (RNNLM(V, d_model=6, n_layers=1).double().eval() for _ in range(2))
+    got = float(FeatureMatch().build(Context(lstm, ctx.summary, teacher=lambda: lstm_teacher), x, y)(
+        dict(lstm.named_parameters())).detach())
+    with torch.no_grad():
+        h, h_teacher = lstm.rnn(lstm.embed(x))[0], lstm_teacher.rnn(lstm_teacher.embed(x))[0]
+    assert got == pytest.approx(float(((h - h_teacher)[keep] ** 2).mean()), rel=1e-10)
+    wide = SASRec(V, d_model=16, n_layers=1, n_heads=1, max_len=5).double().eval()
+    with pytest.raises(ValueError, match="FeatureMatch needs the teacher's width"):
+        FeatureMatch().build(Context(ctx.learner, ctx.summary, teacher=lambda: wide), x, y)(params)
+    with pytest.raises(ValueError, match="outer_loss: FeatureMatch needs a full-data model"):
+        FeatureMatch().build(ctx, x, y)
+
+
+@pytest.mark.parametrize("loss", [TeacherKL(), Weighted([NextToken(), TeacherKL()], [1.0, 0.3]), FeatureMatch(),
+                                  Weighted([NextToken(), FeatureMatch()], [1.0, 2.0])],
+                         ids=["teacher_kl", "weighted", "feature_match", "next_token_plus_features"])
 def test_meta_gradient_of_any_outer_loss_equals_the_float64_unrolled_reference(loss):
     teacher = teacher_model()
 
@@ -153,3 +182,28 @@ def test_stacked_draws_equal_the_sequential_draws_in_float64(summary_kind, inner
     for a, b in zip(stacked.grads, sequential.grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(stacked.stats[:2], sequential.stats[:2], rtol=1e-10, atol=0)
+
+
+def test_shared_warm_up_length_is_one_per_step_and_the_same_on_every_process(monkeypatch):
+    """``SummaryWarmStart(share_steps=True)``: the draws of one outer step (on process 0 and on process 1) warm up
+    for the same k, drawn from the step's shared stream; another step draws another k; without sharing each
+    draw has its own."""
+    import farzi_lightning.starts as starts
+    from farzi_lightning.starts import SummaryWarmStart
+
+    lengths = []
+    real_train_steps = starts.train_steps
+    monkeypatch.setattr(starts, "train_steps", lambda learner, rows, feed, opt, schedule, **kw: (
+        lengths.append(len(schedule)), real_train_steps(learner, rows, feed, opt, schedule, **kw))[1])
+
+    def run(share, step, rank):
+        lengths.clear()
+        outer = OuterStep(context(ReverseAdam(lr=0.05, steps=2)), SummaryWarmStart(RandomStart(), 40, share),
+                          meta_batch_size=3)
+        outer(lambda draw: torch.Generator().manual_seed(1000 * step + 7 * draw + 5), lambda g: batch(), rank)
+        return list(lengths)
+
+    first, other_rank, second = run(True, 0, 0), run(True, 0, 1), run(True, 1, 0)
+    assert len(first) == 3 and len(set(first)) == 1 and first == other_rank  # k=0 would skip training
+    assert second[0] != first[0]
+    assert len(set(run(False, 0, 0))) > 1

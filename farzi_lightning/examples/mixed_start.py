@@ -33,6 +33,10 @@ class MixedStart(StartPoint):
         for start in self.starts:
             start.setup(context)
 
+    def begin_step(self, context: Context, generator: torch.Generator) -> None:
+        for start in self.starts:
+            start.begin_step(context, generator)
+
     def teacher(self, map_location: str | torch.device = "cpu") -> nn.Module | None:
         return next((t for s in self.starts if (t := s.teacher(map_location)) is not None), None)
 

@@ -45,6 +45,9 @@ class RNNLM(Learner):
         for p in self.parameters():  # Zaremba et al. initialise uniformly in [-0.1, 0.1]
             nn.init.uniform_(p, -0.1, 0.1)
 
+    #: The hidden states the output layer reads: ``head``'s input (``outer_losses.FeatureMatch``).
+    feature_site = ("head", "input")
+
     def forward(self, tokens: Tensor) -> Tensor:
         """``(B, L)`` ids or ``(B, L, V)`` probabilities → next-token logits ``(B, L, V)``."""
         x = self.drop(self.embed(tokens))  # (B, L, D)

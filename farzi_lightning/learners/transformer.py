@@ -35,6 +35,9 @@ class TransformerLM(Learner):
         self.head_bias = nn.Parameter(torch.zeros(vocab_size))
         self.apply(_init_weights)
 
+    #: The hidden states the output layer reads: ``ln_f``'s output (``outer_losses.FeatureMatch``).
+    feature_site = ("ln_f", "output")
+
     def forward(self, tokens: Tensor) -> Tensor:
         """``(B, L)`` ids or ``(B, L, V)`` probabilities → next-token logits ``(B, L, V)``."""
         return self.ln_f(self._hidden(tokens)) @ self.embed.weight.T + self.head_bias  # tied: (B, L, D) @ (D, V)
