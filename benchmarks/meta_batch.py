@@ -5,8 +5,9 @@
     python benchmarks/meta_batch.py --config configs/ptb.yaml --draws 4 --steps 4
 
 Each variant runs ``--steps`` outer steps (``outer_steps.time_steps``: callbacks and checkpoints off; the first
-step apart) and reports its median seconds per outer step and the ratio to one draw. That the stacked draws give
-the sequential draws' meta-gradient (float64, 1e-10) is pinned by
+step apart) and reports its median seconds per outer step and the ratio to one draw; the last two rows repeat
+one draw and the stacked draws with ``ReverseAdam(fused=True)`` (compiled during the first step). That the
+stacked draws give the sequential draws' meta-gradient (float64, 1e-10) is pinned by
 ``tests/test_outer.py::test_stacked_draws_equal_the_sequential_draws_in_float64``. Writes
 ``benchmarks/results/meta_batch_<device>.json``.
 """
@@ -30,10 +31,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    fused = "--model.init_args.inner_optimizer.init_args.fused=true"
     variants = {"1 draw": ["--model.init_args.meta_batch_size=1"],
                 f"{args.draws} draws, one after another": [f"--model.init_args.meta_batch_size={args.draws}"],
                 f"{args.draws} draws, stacked": [f"--model.init_args.meta_batch_size={args.draws}",
-                                                 "--model.init_args.batch_draws=true"]}
+                                                 "--model.init_args.batch_draws=true"],
+                "1 draw, fused": ["--model.init_args.meta_batch_size=1", fused],
+                f"{args.draws} draws, stacked, fused": [f"--model.init_args.meta_batch_size={args.draws}",
+                                                        "--model.init_args.batch_draws=true", fused]}
     rows = {}
     for name, overrides in variants.items():
         rows[name] = time_steps(["--config", args.config, *overrides], args.steps, args.device)

@@ -163,3 +163,20 @@ def test_lr_meta_gradient_matches_central_finite_differences(kind):
     fd = (f[0] - f[1]) / (2 * step)
     assert abs(float(got) - float(fd)) <= 1e-6 * abs(float(fd)) + 1e-10
     assert abs(float(fd)) > 1e-3
+
+
+def test_fused_falls_back_to_eager_maps_with_one_warning_where_compilation_fails(monkeypatch):
+    from farzi_lightning.inner import fused_adam
+
+    kernels = fused_adam._Kernels()
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    kernels.compiled = {name: broken for name in kernels.compiled}
+    monkeypatch.setattr(fused_adam, "_KERNELS", kernels)
+    reverse, unrolled = pair("adam", 5, eps=1e-3, fused=True)
+    with pytest.warns(RuntimeWarning, match="torch.compile is unavailable") as caught:
+        got = reverse.meta_gradient(*mlp_problem())
+    assert len([w for w in caught if "torch.compile" in str(w.message)]) == 1 and kernels.failed
+    assert rel_error(got.grads, unrolled.meta_gradient(*mlp_problem()).grads) <= 1e-9

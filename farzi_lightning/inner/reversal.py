@@ -13,7 +13,7 @@ from torch import Tensor
 from .base import DriftError, InnerLoss, InnerOptimizer, Params, call_loss
 from .state import Adjoint, State
 
-_SPLIT = 4  # a drifting segment is replayed as this many sub-segments
+_SPLIT = 2  # a drifting segment is replayed as this many sub-segments (2: one extra exact state per level)
 
 
 def _zero_or(g: Tensor | None, like: Tensor) -> Tensor:
@@ -96,6 +96,7 @@ class _Run:
                 self.drift = max(self.drift, drift)
                 return adj
             adj = saved
+            del end, state  # the failed reconstruction: let it go before the replay allocates exact states
         # Replay [a, b] from its exact start with finer checkpoints (b itself recomputed) and reverse each piece,
         # letting go of each piece's end state once it is reversed.
         keep = sorted({a, b, *(a + round(i * (b - a) / _SPLIT) for i in range(1, _SPLIT))})

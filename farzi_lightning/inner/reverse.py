@@ -171,11 +171,12 @@ class ReversibleOptimizer(InnerOptimizer):
 
         gives_lr = lr_grad and self.lr_direction(final, self.steps) is not None
         theta_final = {k: v.to(params[k].dtype) for k, v in final.params.items()}
+        loss = loss.detach()  # its graph would hold the θ_T leaves
+        del final, theta_T, d_theta
         reverse_started = time.perf_counter()
         points = sorted(states)
         for a, b in zip(reversed(points[:-1]), reversed(points[1:])):
             adj = run.reverse(a, b, states[a], states.pop(b), adj)  # each end state freed once reversed
-        del final
 
         check_used([g if used else None for g, used in zip(adj.hyper, adj.used)], hyper)
         return MetaGradient(
