@@ -121,16 +121,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 200])
-    parser.add_argument("--unrolled-steps", type=int, nargs="+", default=[10, 20],
-                        help="T values for UnrolledAdam (it needs ~0.3 GB per step here)")
+    parser.add_argument("--unrolled-steps", type=int, nargs="*", default=[10, 20],
+                        help="T values for UnrolledAdam (it needs ~0.3 GB per step here; none: no values)")
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/meta_grad_<device>.json)")
+    parser.add_argument("--methods", nargs="+", default=["plain", "reverse", "fused"],
+                        help="which of plain, reverse, fused to run at every --steps")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.device)))
         return
 
-    jobs = [(m, t) for t in args.steps for m in ("plain", "reverse", "fused")]
+    jobs = [(m, t) for t in args.steps for m in args.methods]
     jobs += [("unrolled", t) for t in args.unrolled_steps]
     rows = []
     for method, steps in jobs:
