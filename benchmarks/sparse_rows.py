@@ -4,6 +4,7 @@ config, each with the row-sparse meta-gradient (an inner step differentiates onl
 with the dense one it replaces (every reversed step differentiates the whole summary).
 
     FARZI_DATA_DIR=../shared/data python benchmarks/sparse_rows.py --steps 4
+    python benchmarks/sparse_rows.py --cases "ptb token" "ptb latent" --modes sparse --out /tmp/token_latent.json
 
 Needs the configs' teacher banks (``configs/ptb_pretrain.yaml``, ``configs/ml100k_pretrain.yaml``). Writes
 ``benchmarks/results/sparse_rows_<device>.json`` and prints a Markdown table. The dense path is the same inner
@@ -53,11 +54,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="outer steps per case (the first is reported apart)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--modes", nargs="+", default=["sparse", "dense"], choices=["sparse", "dense"])
+    parser.add_argument("--out", default=None, help="JSON (default benchmarks/results/sparse_rows_<device>.json)")
     args = parser.parse_args()
-    out = ROOT / "benchmarks" / "results" / f"sparse_rows_{args.device}.json"
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"sparse_rows_{args.device}.json")
     results: dict = {"steps": args.steps, "cases": {}}
-    for name, config in CASES.items():
-        for mode in ("sparse", "dense"):
+    for name in args.cases:
+        config = CASES[name]
+        for mode in args.modes:
             if mode == "dense":
                 with dense_meta_gradients():
                     record = outer_steps.time_steps(config, args.steps, args.device)
@@ -72,13 +77,12 @@ def main() -> None:
     def median(key: str) -> float:
         return cases[key]["median_s"]  # steps 2.. (the first warms up)
 
-    results["ratios"] = {
-        "ptb token / ptb latent (sparse)": median("ptb token / sparse") / median("ptb latent / sparse"),
-        "ptb token / ptb latent (dense)": median("ptb token / dense") / median("ptb latent / dense"),
-        "ptb token sparse / dense": median("ptb token / sparse") / median("ptb token / dense"),
-        "ptb latent sparse / dense": median("ptb latent / sparse") / median("ptb latent / dense"),
-        "ml100k sparse / dense": median("ml100k token / sparse") / median("ml100k token / dense"),
-    }
+    pairs = {"ptb token / ptb latent (sparse)": ("ptb token / sparse", "ptb latent / sparse"),
+             "ptb token / ptb latent (dense)": ("ptb token / dense", "ptb latent / dense"),
+             "ptb token sparse / dense": ("ptb token / sparse", "ptb token / dense"),
+             "ptb latent sparse / dense": ("ptb latent / sparse", "ptb latent / dense"),
+             "ml100k sparse / dense": ("ml100k token / sparse", "ml100k token / dense")}
+    results["ratios"] = {name: median(a) / median(b) for name, (a, b) in pairs.items() if a in cases and b in cases}
     text = json.dumps(results, indent=1) + "\n"
     atomic_write(out, lambda f: f.write(text.encode()))
     print("| case | median s/step (steps 2..) | first step (s) |\n|---|---|---|")

@@ -32,21 +32,27 @@ def inner_loss(learner: nn.Module, summary: Summary, schedule: Tensor, feed: Fee
     the inputs given by ``feed`` (default: soft)."""
     feed = feed or Feed()
 
-    def loss(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
-        rows = schedule[step]
-        return on_distributions(params, summary.functional(hyper, rows), rows)
-
-    def on_rows(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
-        """The same loss, ``hyper``'s row parameters already cut to ``schedule[step]``."""
-        return on_distributions(params, summary.functional(hyper), schedule[step])
-
     def on_distributions(params: dict[str, Tensor], probs: Tensor, rows: Tensor) -> Tensor:
         inputs, targets = feed(probs, summary.input_ids(rows))  # (B, L-1, V) each
         logits = functional_call(learner, params, (inputs,))  # (B, L-1, V)
         return next_token_loss(logits, targets)
 
-    # Row-sparse meta-gradients (farzi_lightning.inner.base): step t reads the summary rows schedule[t] only.
-    loss.rows, loss.row_hyper, loss.on_rows = schedule.__getitem__, summary.row_parameter_positions(), on_rows
+    return _reading_rows(summary, schedule.__getitem__, on_distributions)
+
+
+def _reading_rows(summary: Summary, rows: Callable[[int], Tensor],
+                  on_distributions: Callable[[dict[str, Tensor], Tensor, Tensor], Tensor]) -> Callable:
+    """``loss(params, hyper, step)`` = ``on_distributions(params, the summary's rows(step), rows(step))``, with
+    what row-sparse meta-gradients need (``farzi_lightning.inner.base``): step t reads the summary rows
+    ``rows(t)`` only, and ``on_rows`` takes ``hyper``'s row parameters already cut to them."""
+
+    def loss(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
+        return on_distributions(params, summary.functional(hyper, rows(step)), rows(step))
+
+    def on_rows(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
+        return on_distributions(params, summary.functional(hyper), rows(step))
+
+    loss.rows, loss.row_hyper, loss.on_rows = rows, summary.row_parameter_positions(), on_rows
     return loss
 
 
@@ -74,14 +80,7 @@ def stacked_inner_loss(learner: nn.Module, summary: Summary, schedules: Tensor, 
     def rows(step: int) -> Tensor:
         return schedules[:, step].reshape(-1)  # (m·B,): a row read by two copies appears twice
 
-    def loss(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
-        return on_distributions(params, summary.functional(hyper, rows(step)), rows(step))
-
-    def on_rows(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
-        return on_distributions(params, summary.functional(hyper), rows(step))
-
-    loss.rows, loss.row_hyper, loss.on_rows = rows, summary.row_parameter_positions(), on_rows
-    return loss
+    return _reading_rows(summary, rows, on_distributions)
 
 
 def outer_loss(learner: nn.Module, x: Tensor, y: Tensor) -> Callable:

@@ -73,14 +73,21 @@ class OuterStep:
         self.log_inner_lr, self.loss = log_inner_lr, loss if loss is not None else NextToken()
         self.share_real_batch, self.batch_draws = share_real_batch, batch_draws
 
-    def draw(self, generator: torch.Generator, real: Callable[[torch.Generator], tuple[Tensor, Tensor]],
-             shared: tuple[Tensor, Tensor] | None = None) -> MetaGradient:
-        """One draw: the real batch (unless ``shared``), θ0 and the inner order, in that order, from ``generator``."""
+    def _prepare(self, generator: torch.Generator, real: Callable[[torch.Generator], tuple[Tensor, Tensor]],
+                 shared: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
+        """One draw's real batch (unless ``shared``), θ0 and inner order, in that order, from ``generator``."""
         ctx = self.context
         x, y = shared if shared is not None else real(generator)
         theta0 = self.start.sample(ctx, generator)
         schedule = bilevel.inner_schedule(ctx.summary.num_sequences, ctx.inner_batch_size, ctx.inner.steps,
                                           generator).to(ctx.device)
+        return x, y, theta0, schedule
+
+    def draw(self, generator: torch.Generator, real: Callable[[torch.Generator], tuple[Tensor, Tensor]],
+             shared: tuple[Tensor, Tensor] | None = None) -> MetaGradient:
+        """One draw: the real batch (unless ``shared``), θ0 and the inner order, in that order, from ``generator``."""
+        ctx = self.context
+        x, y, theta0, schedule = self._prepare(generator, real, shared)
         ctx.learner.eval()  # no dropout: the reversal recomputes each inner step and must see the same function
         inner = bilevel.inner_loss(ctx.learner, ctx.summary, schedule, ctx.feed)
         return ctx.inner.meta_gradient(inner, self.loss.build(ctx, x, y), theta0, tuple(ctx.summary.parameters()),
@@ -94,16 +101,11 @@ class OuterStep:
         the outer loss is the sum of theirs. Returns the *sums* over the draws (meta-gradients, ``lr_grad``, outer
         loss, mean inner loss)."""
         ctx = self.context
-        batches, starts, schedules = [], [], []
-        for generator in generators:
-            batches.append(shared if shared is not None else real(generator))
-            starts.append(self.start.sample(ctx, generator))
-            schedules.append(bilevel.inner_schedule(ctx.summary.num_sequences, ctx.inner_batch_size, ctx.inner.steps,
-                                                    generator))
-        theta0 = {k: torch.stack([s[k] for s in starts]) for k in starts[0]}  # (m, ...) per tensor
+        draws = [self._prepare(generator, real, shared) for generator in generators]
+        theta0 = {k: torch.stack([d[2][k] for d in draws]) for k in draws[0][2]}  # (m, ...) per tensor
         ctx.learner.eval()
-        inner = bilevel.stacked_inner_loss(ctx.learner, ctx.summary, torch.stack(schedules).to(ctx.device), ctx.feed)
-        losses = [self.loss.build(ctx, x, y) for x, y in batches]
+        inner = bilevel.stacked_inner_loss(ctx.learner, ctx.summary, torch.stack([d[3] for d in draws]), ctx.feed)
+        losses = [self.loss.build(ctx, x, y) for x, y, _, _ in draws]
 
         def outer(params: dict[str, Tensor]) -> Tensor:
             return sum(loss({k: v[j] for k, v in params.items()}) for j, loss in enumerate(losses))
