@@ -13,7 +13,9 @@ loop add anything" is a paired difference (end − start per distillation seed a
 interval is over distillation seeds where there are several, else over downstream seeds). Everything lands in
 ``docs/results/<name>/`` as it goes (``results.json``, ``results.md``, ``size_curve.png``, and with
 ``export_sizes`` the compact ``<name>_<size>_seed<r>.summary.pt``); a rerun resumes a fit from its
-``last.ckpt`` and skips what is recorded.
+``last.ckpt`` and skips what is recorded. With ``every_n_steps`` each distillation is also scored on the
+validation split every that many outer steps (``DownstreamEvaluation``), and ``time_to_quality.png`` plots
+that validation metric against the distillation's CPU-minutes (evaluations excluded).
 """
 
 from __future__ import annotations
@@ -120,6 +122,11 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
         cli = cli_for(study, size, seed, run_dir)
         trainer = cli.trainer
         trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, (DownstreamEvaluation, SummaryMonitor))]
+        curve = None
+        if study.get("every_n_steps"):  # the validation curve, kept in the run's checkpoints across a resume
+            curve = DownstreamEvaluation(every_n_steps=study["every_n_steps"], candidates=["summary"],
+                                         results_file=str(out / f"{study['name']}_{size}_seed{seed}.valid.json"))
+            trainer.callbacks.append(curve)
         checkpoint = trainer.checkpoint_callback
         checkpoint.dirpath = str(run_dir / "checkpoints")
         start = StartScore()
@@ -131,6 +138,8 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
         record["fit_seconds"] = time.perf_counter() - started + record.get("fit_seconds", 0.0)
         record["start"] = start.result
         record["outer_steps"] = trainer.global_step
+        if curve is not None:
+            record["valid"] = curve.history
         entry["distill"][str(seed)] = record
         save()
         started = time.perf_counter()
@@ -221,6 +230,36 @@ def report(study: dict, state: dict, out: Path) -> None:
                      + " | ".join(cells) + " | " + " | ".join(diffs) + " |")
     atomic_write(out / "results.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
     plot(study, curve, out, metric)
+    plot_time(study, state, out, metric)
+
+
+def plot_time(study: dict, state: dict, out: Path, metric: str) -> None:
+    """Validation metric against CPU-minutes of distillation, one line per size and distillation seed."""
+    runs = {(size, seed): r["valid"] for size, e in state["sizes"].items() for seed, r in e["distill"].items()
+            if r.get("valid")}
+    if not runs:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, ((size, seed), history) in enumerate(sorted(runs.items())):
+        points = [(h["cpu_seconds"] / 60, s["mean"][metric]) for h in history for s in h["scores"].values()
+                  if metric in s["mean"] and "cpu_seconds" in h]
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3, color=f"C{i % 10}", label=f"{size} rows, seed {seed}")
+    ax.set_xlabel("distillation CPU-minutes (evaluations excluded)")
+    ax.set_ylabel(f"validation {metric} (fresh learner, mean of downstream seeds)")
+    ax.set_title(f"{study['name']}: time to quality")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(out / "time_to_quality.png.tmp", format="png", dpi=110)
+    Path(out / "time_to_quality.png.tmp").replace(out / "time_to_quality.png")
+    plt.close(fig)
 
 
 def plot(study: dict, curve: dict, out: Path, metric: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
@@ -17,7 +18,10 @@ class DownstreamEvaluation(EveryNSteps):
     """Every ``every_n_steps`` outer steps (and at the start and end of fit) trains fresh learners on the summary
     with the module's ``Downstream`` harness and logs ``downstream/<learner>/<candidate>/<metric>`` on the
     validation split. Baselines are computed once. The harness forks every RNG it touches, so the
-    distillation's trajectory (and exact resume) is the same with the callback on or off.
+    distillation's trajectory (and exact resume) is the same with the callback on or off. Each entry of
+    ``history`` also records what the distillation has cost so far, evaluations excluded and carried across a
+    resume: ``fit_seconds`` (wall) and ``cpu_seconds`` (this process's CPU time, every thread), the x axis of
+    a time-to-quality curve.
 
     Args:
         every_n_steps: outer steps between evaluations.
@@ -30,12 +34,18 @@ class DownstreamEvaluation(EveryNSteps):
         super().__init__(every_n_steps)
         self.candidates, self.results_file = candidates, results_file
         self.history: list[dict] = []
+        self.spent = {"fit_seconds": 0.0, "cpu_seconds": 0.0}  # outer steps only
+        self._clock: tuple[float, float] | None = None
 
     def state_dict(self) -> dict:
-        return {"history": self.history}
+        return {"history": self.history, "spent": dict(self.spent)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict.get("history", []))
+        self.spent.update(state_dict.get("spent", {}))
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx) -> None:
+        self._clock = (time.perf_counter(), time.process_time())
 
     def run(self, trainer: Trainer, module: LightningModule) -> None:
         """On every process (the harness shares the jobs out and gathers the results); rank zero writes."""
@@ -44,7 +54,7 @@ class DownstreamEvaluation(EveryNSteps):
             return
         results = module.evaluate_downstream("valid", self.candidates)
         metrics = log_dict(results)
-        self.history.append({"step": step, "metrics": metrics,
+        self.history.append({"step": step, **{k: round(v, 3) for k, v in self.spent.items()}, "metrics": metrics,
                              "scores": {f"{learner}/{c}": s.as_dict() for (learner, c), s in results.items()}})
         if not trainer.is_global_zero:
             return
@@ -67,6 +77,10 @@ class DownstreamEvaluation(EveryNSteps):
         return None
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        if self._clock is not None:  # before the evaluation this step may run
+            self.spent["fit_seconds"] += time.perf_counter() - self._clock[0]
+            self.spent["cpu_seconds"] += time.process_time() - self._clock[1]
+            self._clock = None
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         last = self.last()
         if last is not None:  # the same on every process: no sync needed

@@ -32,25 +32,26 @@ def inner_loss(learner: nn.Module, summary: Summary, schedule: Tensor, feed: Fee
     the inputs given by ``feed`` (default: soft)."""
     feed = feed or Feed()
 
-    def on_distributions(params: dict[str, Tensor], probs: Tensor, rows: Tensor) -> Tensor:
+    def on_distributions(params: dict[str, Tensor], probs: Tensor, rows: Tensor, weights: Tensor | None) -> Tensor:
         inputs, targets = feed(probs, summary.input_ids(rows))  # (B, L-1, V) each
         logits = functional_call(learner, params, (inputs,))  # (B, L-1, V)
-        return next_token_loss(logits, targets)
+        return next_token_loss(logits, targets, weights)
 
     return _reading_rows(summary, schedule.__getitem__, on_distributions)
 
 
 def _reading_rows(summary: Summary, rows: Callable[[int], Tensor],
-                  on_distributions: Callable[[dict[str, Tensor], Tensor, Tensor], Tensor]) -> Callable:
-    """``loss(params, hyper, step)`` = ``on_distributions(params, the summary's rows(step), rows(step))``, with
-    what row-sparse meta-gradients need (``farzi_lightning.inner.base``): step t reads the summary rows
-    ``rows(t)`` only, and ``on_rows`` takes ``hyper``'s row parameters already cut to them."""
+                  on_distributions: Callable[[dict[str, Tensor], Tensor, Tensor, Tensor | None], Tensor]) -> Callable:
+    """``loss(params, hyper, step)`` = ``on_distributions(params, the summary's rows(step), rows(step), their
+    weights)``, with what row-sparse meta-gradients need (``farzi_lightning.inner.base``): step t reads the
+    summary rows ``rows(t)`` only, and ``on_rows`` takes ``hyper``'s row parameters already cut to them."""
 
     def loss(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
-        return on_distributions(params, summary.functional(hyper, rows(step)), rows(step))
+        return on_distributions(params, summary.functional(hyper, rows(step)), rows(step),
+                                summary.weights(hyper, rows(step)))
 
     def on_rows(params: dict[str, Tensor], hyper: tuple[Tensor, ...], step: int) -> Tensor:
-        return on_distributions(params, summary.functional(hyper), rows(step))
+        return on_distributions(params, summary.functional(hyper), rows(step), summary.weights(hyper))
 
     loss.rows, loss.row_hyper, loss.on_rows = rows, summary.row_parameter_positions(), on_rows
     return loss
@@ -65,17 +66,16 @@ def stacked_inner_loss(learner: nn.Module, summary: Summary, schedules: Tensor, 
     feed = feed or Feed()
     m, _, batch = schedules.shape
 
-    def one(params: dict[str, Tensor], probs: Tensor, ids: Tensor | None) -> Tensor:
+    def one(params: dict[str, Tensor], probs: Tensor, ids: Tensor | None, weights: Tensor | None) -> Tensor:
         inputs, targets = feed(probs, ids)  # (B, L-1, V) each
-        return next_token_loss(functional_call(learner, params, (inputs,)), targets)
+        return next_token_loss(functional_call(learner, params, (inputs,)), targets, weights)
 
-    def on_distributions(params: dict[str, Tensor], probs: Tensor, rows: Tensor) -> Tensor:
-        """``probs`` ``(m·B, L, V)``: the m copies' batches, one after another."""
-        probs = probs.reshape(m, batch, *probs.shape[1:])
-        ids = summary.input_ids(rows)
-        if ids is None:
-            return torch.func.vmap(lambda p, q: one(p, q, None))(params, probs).sum()
-        return torch.func.vmap(one)(params, probs, ids.reshape(m, batch, *ids.shape[1:])).sum()
+    def on_distributions(params: dict[str, Tensor], probs: Tensor, rows: Tensor, weights: Tensor | None) -> Tensor:
+        """``probs`` ``(m·B, L, V)``, ``weights`` ``(m·B,)``: the m copies' batches, one after another."""
+        per_copy = [probs, summary.input_ids(rows), weights]  # each None, or split into (m, B, ...)
+        mapped = [t.reshape(m, batch, *t.shape[1:]) if t is not None else None for t in per_copy]
+        dims = tuple(0 if t is not None else None for t in mapped)
+        return torch.func.vmap(one, in_dims=(0, *dims))(params, *mapped).sum()
 
     def rows(step: int) -> Tensor:
         return schedules[:, step].reshape(-1)  # (m·B,): a row read by two copies appears twice
@@ -94,16 +94,18 @@ def make_optimizer(inner: InnerOptimizer, params) -> torch.optim.Optimizer:
 
 
 def train_steps(learner: nn.Module, rows: Tensor, feed: Feed, optimizer: torch.optim.Optimizer, schedule: Tensor,
-                after: Callable[[int], bool | None] | None = None, ids: Tensor | None = None) -> int:
+                after: Callable[[int], bool | None] | None = None, ids: Tensor | None = None,
+                weights: Tensor | None = None) -> int:
     """Train ``learner`` in place on summary distributions ``rows`` ``(n, L, V)``, one optimiser step per row of
     ``schedule`` ``(steps, B)``; ``ids`` ``(n, L)``: input tokens held apart from the distributions (the
-    summary's ``input_ids()``; None: the feed derives inputs from ``rows``). ``after(step)`` is called after
+    summary's ``input_ids()``; None: the feed derives inputs from ``rows``); ``weights`` ``(n,)``: the rows'
+    weights in the loss (the summary's ``weights()``; None: all 1). ``after(step)`` is called after
     each (1-based) step; when it returns True, training stops there. Returns the number of steps taken."""
     step = 0
     for step, batch in enumerate(schedule, 1):
         optimizer.zero_grad(set_to_none=True)
         inputs, targets = feed(rows[batch], None if ids is None else ids[batch])
-        next_token_loss(learner(inputs), targets).backward()
+        next_token_loss(learner(inputs), targets, None if weights is None else weights[batch]).backward()
         optimizer.step()
         if after is not None and after(step):
             break

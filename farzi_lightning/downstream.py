@@ -199,7 +199,7 @@ class Downstream(RecordsInit):
             final = val if split == "valid" else data.test_dataloader()
             with torch.no_grad():
                 summary_rows = summary().detach()  # (n, L, V), once: every summary job trains on these
-                summary_ids = summary.input_ids()
+                summary_ids, summary_weights = summary.input_ids(), summary.weights()
             real = data.real_sequences() if any(j[2] in LEARNED[1:] for j in jobs) else None
             for i, (_, _, name, lname, seed) in enumerate(jobs):
                 if i % world_size != rank:
@@ -210,8 +210,9 @@ class Downstream(RecordsInit):
                     values = checked(lambda m=model: self.score(m, final, None), f"{name} reference")
                     best_step, capped, curve = 0, False, []
                 else:
+                    weights = None
                     if name == "summary":
-                        rows, ids, candidate_feed = summary_rows, summary_ids, feed
+                        rows, ids, candidate_feed, weights = summary_rows, summary_ids, feed, summary_weights
                     else:
                         rows, ids, candidate_feed = self._baseline(name, summary, real, teacher, seed, device)
                     fresh = self._fresh(named[lname], seed, device)
@@ -219,7 +220,7 @@ class Downstream(RecordsInit):
                         fresh, rows, candidate_feed, self.make_optimizer(recipe, fresh.parameters(), inner), recipe,
                         seed, val, final, text=text, k=self.k, eval_every=self.eval_every,
                         patience=recipe.get("patience", self.patience), val_batches=self.val_batches, ids=ids,
-                        label=f"{lname}/{name} seed {seed}")
+                        label=f"{lname}/{name} seed {seed}", weights=weights)
                     if progress is not None:
                         cap = f", hit the cap of {recipe['steps']} steps" if capped else ""
                         progress(f"{lname}/{name} seed {seed}: " + ", ".join(

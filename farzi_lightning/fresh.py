@@ -38,8 +38,9 @@ def make_optimizer(recipe: dict[str, Any], params, inner: InnerOptimizer | None 
 def train_to_patience(learner: nn.Module, rows: Tensor, feed: Feed, optimizer: torch.optim.Optimizer,
                       recipe: dict[str, Any], seed: int, val: DataLoader, final: DataLoader, *, text: bool, k: int,
                       eval_every: int, patience: int | None, val_batches: int | None, ids: Tensor | None = None,
-                      label: str = "learner") -> tuple[dict[str, float], int, list[tuple[int, float]], bool]:
-    """Train ``learner`` on ``rows`` ``(n, L, V)`` (inputs ``ids`` where held apart) with the recipe's steps and
+                      label: str = "learner", weights: Tensor | None = None) -> tuple[dict[str, float], int, list[tuple[int, float]], bool]:
+    """Train ``learner`` on ``rows`` ``(n, L, V)`` (inputs ``ids`` where held apart, rows weighted by ``weights``
+    where learnt) with the recipe's steps and
     batch size, in the batch order of downstream seed ``seed``; validate every ``eval_every`` steps (and at the
     last) on ``val_batches`` of ``val`` (perplexity, or nDCG@k); stop once ``patience`` checks in a row bring no
     improvement (None: train to the cap); score ``final`` at the best validation point.
@@ -64,7 +65,9 @@ def train_to_patience(learner: nn.Module, rows: Tensor, feed: Feed, optimizer: t
         stale = sum(1 for s, _ in curve if s > best[1])  # checks since the best one
         return patience is not None and stale >= patience
 
-    taken = train_steps(learner, rows, feed, optimizer, schedule, after, ids=ids)
+    if weights is not None:
+        weights = weights.to(rows.dtype)
+    taken = train_steps(learner, rows, feed, optimizer, schedule, after, ids=ids, weights=weights)
     learner.load_state_dict(best[2])
     scored = checked(lambda: score(learner, final, k, None), f"{label}, step {best[1]}")
     return scored, best[1], curve, patience is not None and taken == recipe["steps"]

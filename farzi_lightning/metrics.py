@@ -128,10 +128,16 @@ class Perplexity(Metric):
         return torch.exp(self.nll / self.tokens) if self.tokens > 0 else torch.tensor(math.nan)
 
 
-def next_token_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Mean next-token cross-entropy; ``target`` ids (``IGNORE_INDEX`` skipped) or soft ``(..., V)`` targets."""
+def next_token_loss(logits: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Mean next-token cross-entropy; ``target`` ids (``IGNORE_INDEX`` skipped) or soft ``(B, L, V)`` targets, whose
+    rows' mean losses may be weighted by ``weights`` ``(B,)`` (the mean of ``weights[b] · loss of row b``)."""
     if target.is_floating_point():
-        return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+        per_token = -(target * torch.log_softmax(logits, dim=-1)).sum(-1)  # (B, L)
+        if weights is None:
+            return per_token.mean()
+        return (per_token.mean(-1) * weights).mean()
+    if weights is not None:
+        raise ValueError("row weights apply to soft targets only")
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX)
 
 

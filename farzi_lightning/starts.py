@@ -140,8 +140,9 @@ class SummaryWarmStart(StartPoint):
         summary = context.summary
         schedule = inner_schedule(summary.num_sequences, context.inner_batch_size, steps, generator)
         with torch.no_grad():
-            rows = summary().detach()  # (n, L, V)
+            rows, weights = summary().detach(), summary.weights()  # (n, L, V), (n,) or None
         with torch.enable_grad():
             train_steps(learner, rows, context.feed, make_optimizer(context.inner, learner.parameters()),
-                        schedule.to(rows.device), ids=summary.input_ids())
+                        schedule.to(rows.device), ids=summary.input_ids(),
+                        weights=None if weights is None else weights.detach())
         return {k: v.detach().clone() for k, v in learner.state_dict().items()}

@@ -84,6 +84,16 @@ class Summary(RecordsInit, nn.Module, metaclass=ABCMeta):
         names = [n for n, _ in self.named_parameters()]
         return functional_call(self, dict(zip(names, tensors)), (indices,))
 
+    def weights(self, tensors: tuple[Tensor, ...] | None = None, indices: Tensor | None = None) -> Tensor | None:
+        """``(B,)`` weights of the rows at ``indices`` in the inner loss (and downstream training), from
+        ``tensors`` in place of ``parameters()`` when given (cut to rows already, like ``functional``); None: every
+        row weighs 1 (a summary without ``row_weights``)."""
+        names = [n for n, _ in self.named_parameters()]
+        if "log_weight" not in names:
+            return None
+        log_weight = self.log_weight if tensors is None else tensors[names.index("log_weight")]
+        return (log_weight if indices is None else log_weight[indices]).exp()
+
     @torch.no_grad()
     def decode(self, method: Literal["argmax", "sample"] = "argmax", generator: torch.Generator | None = None
                ) -> Tensor:

@@ -28,6 +28,8 @@ class LatentSummary(LearnableSummary):
         init: the baseline it starts from (``random``, ``head``, ``teacher``; ``real`` = ``random``) or ``noise``.
         init_scale: logit scale of the real initialisation (and std of the random one); None: log V + 2.
         padding_idx: a token never produced (None: none).
+        row_weights: also learn a weight per row: row i's inner loss (and its share of downstream training)
+            is multiplied by ``exp(log_weight[i])``, 1 at the start.
         inputs: ``tied`` (the distributions are inputs and targets) or ``fixed`` (the learner reads the initial
             rows' real tokens; ``softmax(Z @ M)`` is the targets only).
     """
@@ -36,7 +38,7 @@ class LatentSummary(LearnableSummary):
 
     def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36, latent_dim: int = 64,
                  temperature: float = 1.0, init: Init = "real", init_scale: float | None = None,
-                 padding_idx: int | None = None, inputs: Inputs = "tied") -> None:
+                 padding_idx: int | None = None, inputs: Inputs = "tied", row_weights: bool = False) -> None:
         super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
         self._hold_inputs(inputs)
         if temperature <= 0:
@@ -47,6 +49,7 @@ class LatentSummary(LearnableSummary):
         self.temperature, self.init, self.init_scale = temperature, init, init_scale
         self.z = nn.Parameter(torch.randn(num_sequences, seq_len, latent_dim) * init_scale / latent_dim**0.5)
         self.m = nn.Parameter(F.normalize(torch.randn(latent_dim, vocab_size), dim=0))
+        self._hold_weights(row_weights)
 
     def logits(self, indices: Tensor | None = None) -> Tensor:
         z = self.z if indices is None else self.z[indices]  # (B, L, d)

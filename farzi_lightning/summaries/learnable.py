@@ -44,6 +44,15 @@ class LearnableSummary(Summary):
         if inputs == "fixed":
             self.register_buffer("input_tokens", torch.zeros(self.num_sequences, self.seq_len, dtype=torch.long))
 
+    def _hold_weights(self, row_weights: bool) -> None:
+        """``row_weights``: a learnt weight ``exp(log_weight[i])`` per row (1 at the start), a row parameter."""
+        if not isinstance(row_weights, bool):
+            raise ValueError(f"row_weights must be true or false, got {row_weights!r}")
+        self.row_weights = row_weights
+        if row_weights:
+            self.log_weight = nn.Parameter(torch.zeros(self.num_sequences))  # (n,)
+            self.row_parameters = (*type(self).row_parameters, "log_weight")
+
     def init_noise(self, generator: torch.Generator | None) -> None:
         """Random parameters (``init="noise"``)."""
         raise NotImplementedError(f"{type(self).__name__} has no noise initialisation")

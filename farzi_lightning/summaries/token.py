@@ -22,6 +22,8 @@ class TokenSummary(LearnableSummary):
         init: the baseline it starts from (``random``, ``head``, ``teacher``; ``real`` = ``random``) or ``noise``.
         init_scale: logit of the real token (and std of the random initialisation); None: log V + 2.
         padding_idx: a token never produced (None: none).
+        row_weights: also learn a weight per row: row i's inner loss (and its share of downstream training)
+            is multiplied by ``exp(log_weight[i])``, 1 at the start.
         inputs: ``tied`` (the distributions are inputs and targets) or ``fixed`` (the learner reads the initial
             rows' real tokens; the logits are targets only).
     """
@@ -31,7 +33,7 @@ class TokenSummary(LearnableSummary):
 
     def __init__(self, vocab_size: int, num_sequences: int = 50, seq_len: int = 36, temperature: float = 1.0,
                  init: Init = "real", init_scale: float | None = None, padding_idx: int | None = None,
-                 inputs: Inputs = "tied") -> None:
+                 inputs: Inputs = "tied", row_weights: bool = False) -> None:
         super().__init__(vocab_size, num_sequences, seq_len, padding_idx)
         self._hold_inputs(inputs)
         if temperature <= 0:
@@ -41,6 +43,7 @@ class TokenSummary(LearnableSummary):
         init_scale = math.log(vocab_size) + 2.0 if init_scale is None else init_scale
         self.temperature, self.init, self.init_scale = temperature, init, init_scale
         self.z = nn.Parameter(torch.randn(num_sequences, seq_len, vocab_size) * init_scale)
+        self._hold_weights(row_weights)
 
     def logits(self, indices: Tensor | None = None) -> Tensor:
         z = self.z if indices is None else self.z[indices]
