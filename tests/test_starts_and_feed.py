@@ -219,3 +219,25 @@ def test_the_outer_step_runs_without_a_trainer_exactly():
     for m, a, b in zip(both.grads, reverse.grads, second.grads):
         torch.testing.assert_close(m, (a + b) / 2, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(both.stats, (reverse.stats + second.stats) / 2)
+
+
+@pytest.mark.parametrize("layout", [{"checkpoints": 0}, {"checkpoints": 1, "drift_tolerance": 1e-300}],
+                         ids=["one_long_segment", "every_segment_rejected"])
+def test_row_sparse_contributions_of_a_segment_count_once_accepted(layout):
+    """A reversed segment's row contributions wait until its drift check passes: a segment reading more rows than
+    the summary holds gathers them densely (one long segment), and a rejected segment's contributions are
+    dropped before its replay (a tolerance no reversal meets: every segment replays, down to single steps);
+    either way the meta-gradient is unrolled autograd's, in float64."""
+    from farzi_lightning.inner import UnrolledAdam
+
+    torch.manual_seed(0)
+    learner = SASRec(13, d_model=8, n_layers=1, n_heads=1, max_len=5, dropout=0.0).double().eval()
+    summary = TokenSummary(13, num_sequences=4, seq_len=6).double()
+    params = {k: v.detach().clone() for k, v in learner.named_parameters()}
+    schedule = bilevel.inner_schedule(4, 2, 9, torch.Generator().manual_seed(1))  # 18 row reads of 4 rows
+    outer = bilevel.outer_loss(learner, torch.randint(1, 13, (4, 5)), torch.randint(1, 13, (4, 5)))
+    inner = bilevel.inner_loss(learner, summary, schedule, Feed("soft"))
+    got = ReverseAdam(lr=0.01, steps=9, **layout).meta_gradient(inner, outer, params, tuple(summary.parameters()))
+    ref = UnrolledAdam(lr=0.01, steps=9).meta_gradient(inner, outer, params, tuple(summary.parameters()))
+    assert got.replayed_steps > 0 or "drift_tolerance" not in layout
+    torch.testing.assert_close(got.grads[0], ref.grads[0], rtol=1e-9, atol=1e-12)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .base import DriftError, InnerLoss, InnerOptimizer, Params, call_loss
-from .state import Adjoint, State
+from .state import Adjoint, State, finite_sum
 
 _SPLIT = 2  # a drifting segment is replayed as this many sub-segments (2: one extra exact state per level)
 
@@ -37,6 +37,10 @@ class _Run:
         self.inner_losses: list[Tensor] = []
         sparse = all(hasattr(inner_loss, a) for a in ("rows", "row_hyper", "on_rows"))
         self.row_hyper = frozenset(inner_loss.row_hyper) if sparse else frozenset()
+        # While a segment is on trial (its drift not yet checked), its row-sparse hyper contributions wait in
+        # ``pending`` and reach the adjoint only once it is accepted: a rejected segment then needs no copy of the
+        # (n, ...) hyper adjoints, and only what it read is checked for finiteness.
+        self.pending: _Pending | None = None
 
     def hyper_read(self, step: int) -> tuple[Tensor | None, tuple[Tensor, ...]]:
         """The rows inner step ``step`` reads (None: all of every hyper tensor) and the hyper to differentiate:
@@ -76,16 +80,17 @@ class _Run:
         if b - a == 1:
             return self._reverse_step(b, start.params, end, adj)[0]
         if opt.invertible:
-            saved = adj.clone() if opt.on_drift == "recompute" else None
-            state = end
+            saved = adj.clone(shared=self.row_hyper) if opt.on_drift == "recompute" else None
+            state, self.pending = end, _Pending(adj.hyper)
             for t in range(b, a, -1):
                 adj, state = self._reverse_step(t, None, state, adj)
+            pending, self.pending = self.pending, None
             drift = max(float((state.params[k] - start.params[k]).abs().max()) for k in start.params)
-            finite = math.isfinite(drift) and adj.finite()
+            finite = math.isfinite(drift) and adj.finite(skip=self.row_hyper) and pending.finite()
             drift = drift if finite else math.inf
             if drift <= self.tolerance:
                 self.drift = max(self.drift, drift)
-                return adj
+                return pending.accept(adj)
             message = (f"reversal drift {drift:.3g} over inner steps {a}..{b} exceeds drift_tolerance="
                        f"{self.tolerance:g}" + ("" if finite else " (non-finite values)"))
             if opt.on_drift == "raise" or (opt.on_drift == "warn" and not finite):
@@ -94,9 +99,9 @@ class _Run:
             if opt.on_drift == "warn":
                 warnings.warn(message, RuntimeWarning, stacklevel=4)
                 self.drift = max(self.drift, drift)
-                return adj
+                return pending.accept(adj)
             adj = saved
-            del end, state  # the failed reconstruction: let it go before the replay allocates exact states
+            del end, state, pending  # the failed reconstruction: let it go before the replay allocates exact states
         # Replay [a, b] from its exact start with finer checkpoints (b itself recomputed) and reverse each piece,
         # letting go of each piece's end state once it is reversed.
         keep = sorted({a, b, *(a + round(i * (b - a) / _SPLIT) for i in range(1, _SPLIT))})
@@ -138,13 +143,54 @@ class _Run:
                 if h is None:
                     continue
                 if rows is not None and i in self.row_hyper:  # only the rows this step read: (B, ...) into (n, ...)
-                    adj.hyper[i].index_add_(0, rows.to(adj.hyper[i].device), h.to(adj.hyper[i].dtype))
+                    if self.pending is not None:
+                        self.pending.add(i, rows, h)
+                    else:
+                        adj.hyper[i].index_add_(0, rows.to(adj.hyper[i].device), h.to(adj.hyper[i].dtype))
                 else:
                     adj.hyper[i] += h.to(adj.hyper[i].dtype)
                 adj.used[i] = True
         if prev_params is not None:
             return adj, None
         return adj, State(params_prev, opt.undo_buffers(state.buffers, g, t))
+
+
+
+
+class _Pending:
+    """The row-sparse hyper contributions of a segment on trial: a list of (rows, values) per hyper position while
+    they hold fewer elements than the hyper tensor itself, then one dense accumulator of its shape (so a long
+    segment holds at most one extra copy of the hyper adjoint, as a copy made before the trial would)."""
+
+    def __init__(self, hyper: list[Tensor]) -> None:
+        self.like = hyper
+        self.parts: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self.dense: dict[int, Tensor] = {}
+
+    def add(self, i: int, rows: Tensor, h: Tensor) -> None:
+        like = self.like[i]
+        if i in self.dense:
+            self.dense[i].index_add_(0, rows.to(like.device), h.to(like.dtype))
+            return
+        parts = self.parts.setdefault(i, [])
+        parts.append((rows, h))
+        if sum(v.numel() for _, v in parts) >= like.numel():
+            self.dense[i] = torch.zeros_like(like)
+            for r, v in self.parts.pop(i):
+                self.dense[i].index_add_(0, r.to(like.device), v.to(like.dtype))
+
+    def finite(self) -> bool:
+        return all(finite_sum(v) for parts in self.parts.values() for _, v in parts) and all(
+            finite_sum(d) for d in self.dense.values())
+
+    def accept(self, adj: Adjoint) -> Adjoint:
+        """Into the adjoint, once the segment's drift check has passed."""
+        for i, parts in self.parts.items():
+            for rows, h in parts:
+                adj.hyper[i].index_add_(0, rows.to(adj.hyper[i].device), h.to(adj.hyper[i].dtype))
+        for i, d in self.dense.items():
+            adj.hyper[i] += d
+        return adj
 
 
 def _copy(state: State) -> State:

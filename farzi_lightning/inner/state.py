@@ -28,16 +28,24 @@ class Adjoint:
         self.used = [False] * len(hyper)
         self.lr = torch.zeros((), dtype=torch.float64) if lr is None else lr  # adjoint of the learning rate
 
-    def clone(self) -> Adjoint:
+    def clone(self, shared: frozenset[int] = frozenset()) -> Adjoint:
+        """A copy; the hyper adjoints at positions ``shared`` are the same tensors, not copies (the reversal adds
+        to those only once a segment is accepted)."""
         out = Adjoint({k: v.clone() for k, v in self.params.items()},
                        tuple({k: v.clone() for k, v in b.items()} for b in self.buffers),
-                       tuple(h.clone() for h in self.hyper), self.lr.clone())
+                       tuple(h if i in shared else h.clone() for i, h in enumerate(self.hyper)), self.lr.clone())
         out.used = list(self.used)
         return out
 
-    def finite(self) -> bool:
-        """Every adjoint finite. A sum is non-finite exactly when an element is (NaN and ±inf propagate; a float64
-        sum of finite adjoints does not overflow), so one reading pass per tensor, no mask: a token summary's
-        hyper adjoint has n·L·V entries and is checked once per reversed segment."""
-        tensors = [*self.params.values(), *self.hyper, *(v for b in self.buffers for v in b.values())]
-        return all(bool(torch.isfinite(t.sum(dtype=torch.float64))) for t in tensors)
+    def finite(self, skip: frozenset[int] = frozenset()) -> bool:
+        """Every adjoint finite (but the hyper adjoints at positions ``skip``). A sum is non-finite exactly when an
+        element is (NaN and ±inf propagate; a float64 sum of finite adjoints does not overflow), so one reading
+        pass per tensor, no mask."""
+        tensors = [*self.params.values(), *(h for i, h in enumerate(self.hyper) if i not in skip),
+                   *(v for b in self.buffers for v in b.values())]
+        return all(finite_sum(t) for t in tensors)
+
+
+def finite_sum(t: Tensor) -> bool:
+    """Whether every element of ``t`` is finite, by one float64 sum."""
+    return bool(torch.isfinite(t.sum(dtype=torch.float64)))
