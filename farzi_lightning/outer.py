@@ -199,13 +199,17 @@ def nonfinite_stop(streak: int, step: int, path) -> str:
 
 def step_metrics(step: StepResult, summary, seconds: float, inner_lr: float, skipped: int) -> dict[str, float]:
     """What an outer step logs: its losses, meta-gradient norm, drift and replayed steps (already averaged over
-    processes), the summary's mean entropy, effective vocabulary and distinct argmax tokens, time and rates."""
+    processes), the summary's mean entropy, effective vocabulary and distinct argmax tokens (and the range of its
+    row weights where it learns them), time and rates."""
     outer, inner, drift, replayed = step.stats.tolist()
     with torch.no_grad():
         probs = summary()  # (n, L, V)
         entropy = float(-(probs * torch.log(probs.clamp_min(1e-30))).sum(-1).mean())
         used = torch.unique(probs.argmax(-1)).numel()
-    return {"train/outer_loss": outer, "train/inner_loss": inner, "train/meta_grad_norm": float(step.grad_norm),
+        weights = summary.weights()
+    extra = {} if weights is None else {"summary/row_weight_min": float(weights.min()),
+                                        "summary/row_weight_max": float(weights.max())}
+    return {**extra, "train/outer_loss": outer, "train/inner_loss": inner, "train/meta_grad_norm": float(step.grad_norm),
             "train/drift": drift, "train/replayed_steps": replayed, "summary/entropy": entropy,
             "summary/effective_vocab": math.exp(entropy), "summary/distinct_tokens": float(used),
             "time/seconds_per_step": seconds, "train/inner_lr": inner_lr, "train/skipped_steps": float(skipped)}

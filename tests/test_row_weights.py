@@ -126,3 +126,15 @@ def test_weights_reach_warm_ups_stacked_draws_and_summary_files(tmp_path):
         loaded = load_summary(tmp_path / "s.pt")
         assert loaded.weights() is not None  # stored in the file's float32, exactly
         torch.testing.assert_close(loaded.log_weight.detach(), summary.log_weight.detach().float(), rtol=0, atol=0)
+
+
+def test_an_outer_step_logs_the_range_of_the_row_weights():
+    from farzi_lightning.outer import StepResult, step_metrics
+
+    summary = weighted_summary()
+    result = StepResult([], torch.zeros(4, dtype=torch.float64), torch.tensor(1.0), True)
+    logged = step_metrics(result, summary, 1.0, 0.01, 0)
+    assert logged["summary/row_weight_min"] == pytest.approx(float(summary.log_weight.min().exp()))
+    assert logged["summary/row_weight_max"] == pytest.approx(float(summary.log_weight.max().exp()))
+    plain = step_metrics(result, TokenSummary(V, 5, 6), 1.0, 0.01, 0)
+    assert not any(k.startswith("summary/row_weight") for k in plain)
