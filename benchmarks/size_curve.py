@@ -15,7 +15,8 @@ interval is over distillation seeds where there are several, else over downstrea
 ``export_sizes`` the compact ``<name>_<size>_seed<r>.summary.pt``); a rerun resumes a fit from its
 ``last.ckpt`` and skips what is recorded. With ``every_n_steps`` each distillation is also scored on the
 validation split every that many outer steps (``DownstreamEvaluation``), and ``time_to_quality.png`` plots
-that validation metric against the distillation's CPU-minutes (evaluations excluded).
+that validation metric against the distillation's minutes on the machine (wall time of the outer steps,
+evaluations excluded; the JSON also keeps the process's CPU seconds).
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def report(study: dict, state: dict, out: Path) -> None:
 
 
 def plot_time(study: dict, state: dict, out: Path, metric: str) -> None:
-    """Validation metric against CPU-minutes of distillation, one line per size and distillation seed."""
+    """Validation metric against minutes of distillation (outer steps only), one line per size and seed."""
     runs = {(size, seed): r["valid"] for size, e in state["sizes"].items() for seed, r in e["distill"].items()
             if r.get("valid")}
     if not runs:
@@ -248,11 +249,11 @@ def plot_time(study: dict, state: dict, out: Path, metric: str) -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, ((size, seed), history) in enumerate(sorted(runs.items())):
-        points = [(h["cpu_seconds"] / 60, s["mean"][metric]) for h in history for s in h["scores"].values()
-                  if metric in s["mean"] and "cpu_seconds" in h]
+        points = [(h["fit_seconds"] / 60, s["mean"][metric]) for h in history for s in h["scores"].values()
+                  if metric in s["mean"] and "fit_seconds" in h]
         if points:
             ax.plot(*zip(*points), marker="o", markersize=3, color=f"C{i % 10}", label=f"{size} rows, seed {seed}")
-    ax.set_xlabel("distillation CPU-minutes (evaluations excluded)")
+    ax.set_xlabel("minutes of distillation on this machine (outer steps; evaluations excluded)")
     ax.set_ylabel(f"validation {metric} (fresh learner, mean of downstream seeds)")
     ax.set_title(f"{study['name']}: time to quality")
     ax.legend(fontsize=8, loc="best")

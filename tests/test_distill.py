@@ -95,6 +95,13 @@ def test_downstream_callback_leaves_the_distillation_unchanged(in_workdir):
         summaries.append(cli.model.summary.state_dict())
         if every is not None:
             assert [h["step"] for h in callbacks[0].history] == [0, 1, 2, 3]
+            # what the distillation has cost at each evaluation (outer steps only), carried by its state
+            for key in ("fit_seconds", "cpu_seconds"):
+                spent = [h[key] for h in callbacks[0].history]
+                assert spent[0] == 0 and all(a < b for a, b in zip(spent, spent[1:])), (key, spent)
+            restored = DownstreamEvaluation()
+            restored.load_state_dict(callbacks[0].state_dict())
+            assert restored.spent == callbacks[0].spent and restored.history == callbacks[0].history
     for k, v in summaries[0].items():
         torch.testing.assert_close(summaries[1][k], v, rtol=0, atol=0)
 
