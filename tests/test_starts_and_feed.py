@@ -237,7 +237,10 @@ def test_row_sparse_contributions_of_a_segment_count_once_accepted(layout):
     schedule = bilevel.inner_schedule(4, 2, 9, torch.Generator().manual_seed(1))  # 18 row reads of 4 rows
     outer = bilevel.outer_loss(learner, torch.randint(1, 13, (4, 5)), torch.randint(1, 13, (4, 5)))
     inner = bilevel.inner_loss(learner, summary, schedule, Feed("soft"))
-    got = ReverseAdam(lr=0.01, steps=9, **layout).meta_gradient(inner, outer, params, tuple(summary.parameters()))
-    ref = UnrolledAdam(lr=0.01, steps=9).meta_gradient(inner, outer, params, tuple(summary.parameters()))
-    assert got.replayed_steps > 0 or "drift_tolerance" not in layout
-    torch.testing.assert_close(got.grads[0], ref.grads[0], rtol=1e-9, atol=1e-12)
+    # eps=1e-3 keeps Adam's undo well conditioned (1/(√v+ε) bounded), so an accepted reversal is exact to
+    # rounding and the comparison tests the bookkeeping, not the drift tolerance.
+    got = ReverseAdam(lr=0.01, steps=9, eps=1e-3, **layout).meta_gradient(inner, outer, params,
+                                                                          tuple(summary.parameters()))
+    ref = UnrolledAdam(lr=0.01, steps=9, eps=1e-3).meta_gradient(inner, outer, params, tuple(summary.parameters()))
+    assert (got.replayed_steps > 0) == ("drift_tolerance" in layout)
+    torch.testing.assert_close(got.grads[0], ref.grads[0], rtol=1e-7, atol=1e-10)
