@@ -238,14 +238,8 @@ def plot_time(study: dict, state: dict, out: Path, metric: str) -> None:
     """Validation metric against minutes of distillation (outer steps only), one line per size and seed."""
     runs = {(size, seed): r["valid"] for size, e in state["sizes"].items() for seed, r in e["distill"].items()
             if r.get("valid")}
-    if not runs:
-        return
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot() if runs else None
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, ((size, seed), history) in enumerate(sorted(runs.items())):
@@ -256,21 +250,35 @@ def plot_time(study: dict, state: dict, out: Path, metric: str) -> None:
     ax.set_xlabel("minutes of distillation on this machine (outer steps; evaluations excluded)")
     ax.set_ylabel(f"validation {metric} (fresh learner, mean of downstream seeds)")
     ax.set_title(f"{study['name']}: time to quality")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(out / "time_to_quality.png.tmp", format="png", dpi=110)
-    Path(out / "time_to_quality.png.tmp").replace(out / "time_to_quality.png")
-    plt.close(fig)
+    save_figure(plt, fig, ax, out / "time_to_quality.png")
 
 
-def plot(study: dict, curve: dict, out: Path, metric: str) -> None:
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only backend, or None (and a line saying so) where it is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no size_curve.png (pip install -e '.[study]')", file=sys.stderr)
+        print("matplotlib is not installed: no plots (pip install -e '.[study]')", file=sys.stderr)
+        return None
+    return plt
+
+
+def save_figure(plt, fig, ax, path: Path) -> None:
+    """Legend, layout, and an atomic write of ``path`` (a complete PNG or the previous one, never half of one)."""
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    partial = path.with_name(path.name + ".tmp")
+    fig.savefig(partial, format="png", dpi=110)
+    partial.replace(path)
+    plt.close(fig)
+
+
+def plot(study: dict, curve: dict, out: Path, metric: str) -> None:
+    plt = pyplot()
+    if plt is None:
         return
     styles = {"summary": ("C0", "o", "-"), "start": ("C0", "x", ":"), "teacher": ("C1", "s", "-"),
               "head": ("C2", "^", "-"), "random": ("C3", "v", "-"), "full": ("black", "", "--"),
@@ -295,11 +303,7 @@ def plot(study: dict, curve: dict, out: Path, metric: str) -> None:
     ax.set_xlabel("summary size (% of training tokens)")
     ax.set_ylabel(f"test {metric} (fresh learner)")
     ax.set_title(f"{study['name']}: quality against size")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(out / "size_curve.png.tmp", format="png", dpi=110)
-    Path(out / "size_curve.png.tmp").replace(out / "size_curve.png")
-    plt.close(fig)
+    save_figure(plt, fig, ax, out / "size_curve.png")
 
 
 def main() -> None:
