@@ -69,10 +69,12 @@ class EvaluationHooks:
 
     # ---- downstream evaluation (farzi test) ----
 
-    def evaluate_downstream(self, split: str, candidates: list[str] | None = None, data=None) -> dict:
+    def evaluate_downstream(self, split: str, candidates: list[str] | None = None, data=None,
+                            learners: list[str] | None = None) -> dict:
         """Fresh learners trained on the summary (and the harness's other candidates), scored on ``split``; every
         process must call it (the jobs are shared out over the processes and the results gathered on all).
-        ``data``: a data module to score on outside a Trainer (studies); None: the trainer's."""
+        ``data``: a data module to score on outside a Trainer (studies); None: the trainer's. ``learners``: only
+        these of the harness's learners, by name (``Downstream.learner_configs``); None: all."""
         self._sync_inner_lr()
         self._bound_data = data
         try:
@@ -82,7 +84,7 @@ class EvaluationHooks:
                 inner_batch_size=self.hparams.inner_batch_size, data=self._data(), split=split,
                 teacher=self.teacher_model(), full=self.full_model(), candidates=candidates, device=self.device,
                 progress=rank_zero_info, rank=self.global_rank, world_size=self.trainer.world_size if attached else 1,
-                reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+                reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"), learners=learners)
         finally:
             self._bound_data = None
 

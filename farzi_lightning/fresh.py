@@ -38,7 +38,8 @@ def make_optimizer(recipe: dict[str, Any], params, inner: InnerOptimizer | None 
 def train_to_patience(learner: nn.Module, rows: Tensor, feed: Feed, optimizer: torch.optim.Optimizer,
                       recipe: dict[str, Any], seed: int, val: DataLoader, final: DataLoader, *, text: bool, k: int,
                       eval_every: int, patience: int | None, val_batches: int | None, ids: Tensor | None = None,
-                      label: str = "learner", weights: Tensor | None = None) -> tuple[dict[str, float], int, list[tuple[int, float]], bool]:
+                      label: str = "learner", weights: Tensor | None = None
+                      ) -> tuple[dict[str, float], int, list[tuple[int, float]], bool]:
     """Train ``learner`` on ``rows`` ``(n, L, V)`` (inputs ``ids`` where held apart, rows weighted by ``weights``
     where learnt) with the recipe's steps and
     batch size, in the batch order of downstream seed ``seed``; validate every ``eval_every`` steps (and at the

@@ -160,3 +160,21 @@ def test_early_stopping_keeps_the_best_validation_point(tmp_path):
     best = max(curve, key=lambda s: (curve[s], -s))
     assert score.best_steps == [best]
     assert score.values["ndcg@3"][0] == pytest.approx(curve[best])  # valid scored at the kept point
+
+
+def test_learners_restrict_the_harness_to_named_architectures(tmp_path):
+    """Cross-architecture rows alone (``learners=["rnnlm"]``) are the same scores as the RNN's rows of a run that
+    trains every architecture: a learner's jobs do not depend on which others run."""
+    data = interactions(tmp_path)
+    learner = SASRec(data.vocab_size, d_model=8, n_layers=1, n_heads=1, max_len=5)
+    gru = {"class_path": "farzi_lightning.learners.RNNLM", "init_args": {"d_model": 8, "cell": "gru", "max_len": 5}}
+    common = dict(summary=RandomSampleSummary(data.vocab_size, 4, 6, 0), feed=Feed(), learner=learner,
+                  inner=ReverseAdam(lr=0.01, steps=4), inner_batch_size=2, data=data, split="valid")
+    harness = Downstream(candidates=["random", "head"], learners=[gru], seeds=2, steps=4, eval_every=2)
+    every = harness.evaluate(**common)
+    assert sorted(every) == [("rnnlm", "head"), ("rnnlm", "random"), ("sasrec", "head"), ("sasrec", "random")]
+    only = Downstream(candidates=["random", "head"], learners=[gru], seeds=2, steps=4, eval_every=2).evaluate(
+        **common, learners=["rnnlm"])
+    assert sorted(only) == [("rnnlm", "head"), ("rnnlm", "random")]
+    for key in only:
+        assert only[key].values == every[key].values

@@ -56,8 +56,9 @@ def test_weights_of_one_leave_every_meta_gradient_as_without_them():
     model, schedule = learner(), bilevel.inner_schedule(5, 2, 4, torch.Generator().manual_seed(1))
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     outer = bilevel.outer_loss(model, torch.randint(1, V, (3, 5)), torch.randint(1, V, (3, 5)))
-    grads = [ReverseAdam(lr=0.05, steps=4).meta_gradient(bilevel.inner_loss(model, s, schedule, Feed("hard")), outer,
-                                                         params, tuple(s.parameters())).grads for s in (plain, weighted)]
+    reverse = ReverseAdam(lr=0.05, steps=4)
+    grads = [reverse.meta_gradient(bilevel.inner_loss(model, s, schedule, Feed("hard")), outer, params,
+                                   tuple(s.parameters())).grads for s in (plain, weighted)]
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=0, atol=1e-14)
     assert len(grads[1]) == 2 and float(grads[1][1].abs().max()) > 0  # the weights get a meta-gradient of their own
 
@@ -72,7 +73,8 @@ def test_weight_meta_gradient_equals_finite_differences_of_plain_training(cls):
     x, y = torch.randint(1, V, (4, 5)), torch.randint(1, V, (4, 5))
     outer = bilevel.outer_loss(model, x, y)
     inner = bilevel.inner_loss(model, summary, schedule, Feed("hard"))
-    assert inner.row_hyper == tuple(i for i, (n, _) in enumerate(summary.named_parameters()) if n in ("z", "log_weight"))
+    named = [n for n, _ in summary.named_parameters()]
+    assert inner.row_hyper == tuple(i for i, n in enumerate(named) if n in ("z", "log_weight"))
     position = [n for n, _ in summary.named_parameters()].index("log_weight")
     reverse = ReverseAdam(lr=0.05, steps=steps).meta_gradient(inner, outer, theta0, tuple(summary.parameters()))
     unrolled = UnrolledAdam(lr=0.05, steps=steps).meta_gradient(inner, outer, theta0, tuple(summary.parameters()))
