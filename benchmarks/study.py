@@ -10,7 +10,8 @@ scores the summary on the test split at the end. The same-size baselines and flo
 first variant's settings. Everything lands under ``docs/results/<name>/`` as it goes: ``<variant>.json``
 (validation history, test scores, seconds), ``baselines.json``, ``<variant>.summary.pt``, and after each
 variant ``results.md`` (tables) and ``curves.png`` (validation metric against outer step). Settings are chosen
-on validation; the test column is reported, never tuned on.
+on validation; the test column is reported, never tuned on. ``baselines`` (optional) names the baseline
+candidates to score (default: every one of the harness's but the summary).
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def run_baselines(grid: dict, out: Path, runs: Path) -> None:
     first = next(iter(grid["variants"]))
     cli = cli_for(grid, grid["variants"][first] or [], runs / "_baselines")
     module = cli.model
-    candidates = [c for c in module.downstream.candidates if c != "summary"]
+    candidates = grid.get("baselines") or [c for c in module.downstream.candidates if c != "summary"]
     if "test" not in record:
         for split in ("valid", "test"):
             started = time.perf_counter()
