@@ -77,7 +77,7 @@ def report(state: dict, metric: str, out: Path) -> None:
             iv = (nested(ends, [teacher] * len(ends)) if len(ends) > 1 else
                   interval([a - b for a, b in zip(ends[0], teacher)]))
             entry["summary_minus_teacher"] = iv.as_dict()
-            diff = f"{iv.mean:+.4g} [{iv.low:+.4g}, {iv.high:+.4g}] (n={iv.n})"
+            diff = f"{iv.mean:+.4f} [{iv.lo:+.4f}, {iv.hi:+.4f}] (n={iv.n})"
         runs = len(ends)
         lines.append(f"| {size} ({runs} distillation seed{'s' if runs != 1 else ''}) | " + " | ".join(cells)
                      + f" | {diff} |")

@@ -28,7 +28,6 @@ import yaml
 from farzi_lightning.callbacks import DownstreamEvaluation
 from farzi_lightning.cli import build
 from farzi_lightning.files import atomic_write
-from farzi_lightning.trajectories import TrajectoryBank
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +78,7 @@ def run_variant(grid: dict, name: str, out: Path, runs: Path) -> None:
     results = cli.model.evaluate_downstream("test", ["summary"])
     cross = test_learners(grid, cli.model)
     if cross:
-        results.update(evaluate(cli.model, cli.datamodule, "test", ["summary"], None, learners=cross))
+        results.update(evaluate(cli.model, cli.datamodule, "test", ["summary"], learners=cross))
     record["test"] = summary_scores(results)
     record["test_seconds"] = time.perf_counter() - started
     write_json(record_path, record)
@@ -101,13 +100,9 @@ def test_learners(grid: dict, module) -> list[str]:
     return [n for n in module.downstream.learner_configs(module.learner) if n not in before]
 
 
-def evaluate(module, data, split: str, candidates: list[str], teacher, learners: list[str] | None = None):
-    if teacher is None and module.hparams.teacher:
-        teacher = TrajectoryBank(module.hparams.teacher).model()
-    return module.downstream.evaluate(summary=module.summary, feed=module.feed, learner=module.learner,
-                                      inner=module.inner, inner_batch_size=module.hparams.inner_batch_size,
-                                      data=data, split=split, teacher=teacher or module.start.teacher(),
-                                      candidates=candidates, progress=print, learners=learners)
+def evaluate(module, data, split: str, candidates: list[str], learners: list[str] | None = None):
+    """The module's own harness, teacher and full-data reference (as ``farzi test``), outside a Trainer."""
+    return module.evaluate_downstream(split, candidates, data=data, learners=learners)
 
 
 def run_baselines(grid: dict, out: Path, runs: Path) -> None:
@@ -120,13 +115,13 @@ def run_baselines(grid: dict, out: Path, runs: Path) -> None:
     if "test" not in record:
         for split in ("valid", "test"):
             started = time.perf_counter()
-            record[split] = summary_scores(evaluate(module, cli.datamodule, split, candidates, None))
+            record[split] = summary_scores(evaluate(module, cli.datamodule, split, candidates))
             record[f"{split}_seconds"] = time.perf_counter() - started
         record["recipe"] = module.downstream.recipe(module.inner, module.hparams.inner_batch_size)
         write_json(path, record)
     cross = [n for n in test_learners(grid, module) if not any(k.startswith(n + "/") for k in record["test"])]
     if cross:
-        record["test"].update(summary_scores(evaluate(module, cli.datamodule, "test", candidates, None, cross)))
+        record["test"].update(summary_scores(evaluate(module, cli.datamodule, "test", candidates, cross)))
         write_json(path, record)
 
 
