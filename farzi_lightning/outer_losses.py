@@ -93,7 +93,7 @@ def features(model: torch.nn.Module, x: Tensor, params: dict[str, Tensor] | None
     site = getattr(model, "feature_site", None)
     if site is None:
         raise ValueError(f"model.init_args.outer_loss: FeatureMatch needs learners that name their features "
-                         f"(a feature_site attribute); {type(model).__name__} has none")
+                         f"(a feature_site attribute) and a teacher of one model; {type(model).__name__} has none")
     name, where = site
     module, seen = model.get_submodule(name), []
     hook = (module.register_forward_pre_hook(lambda m, args: seen.append(args[0])) if where == "input"

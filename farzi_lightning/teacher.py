@@ -58,6 +58,13 @@ class TeacherModel(nn.Module):
         lengths = [m.max_len for m in members if getattr(m, "max_len", None) is not None]
         self.max_len = min(lengths) if lengths else None
 
+    @property
+    def feature_site(self) -> tuple[str, str] | None:
+        """Where ``FeatureMatch`` reads the hidden states: the single member's own site (an ensemble of several
+        has no single feature space: None)."""
+        site = getattr(self.members[0], "feature_site", None) if len(self.members) == 1 else None
+        return None if site is None else (f"members.0.{site[0]}", site[1])
+
     def forward(self, tokens: Tensor) -> Tensor:
         logp = torch.stack([torch.log_softmax(m(tokens).float() / self.temperature, -1) for m in self.members])
         return torch.logsumexp(logp, 0) - math.log(len(self.members))  # (B, L, V)

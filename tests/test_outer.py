@@ -85,6 +85,16 @@ def test_feature_match_is_the_mean_squared_distance_of_the_hidden_states_by_hand
     with torch.no_grad():
         h, h_teacher = lstm.rnn(lstm.embed(x))[0], lstm_teacher.rnn(lstm_teacher.embed(x))[0]
     assert got == pytest.approx(float(((h - h_teacher)[keep] ** 2).mean()), rel=1e-10)
+    # A tuned teacher of one checkpoint (``TeacherModel``, at any temperature) has its member's features; an
+    # ensemble has no single feature space and is refused.
+    from farzi_lightning.teacher import TeacherModel
+
+    wrapped = float(FeatureMatch().build(Context(ctx.learner, ctx.summary, teacher=lambda: TeacherModel(
+        [teacher], temperature=2.0)), x, y)(params))
+    assert wrapped == pytest.approx(value, rel=1e-12)
+    with pytest.raises(ValueError, match="a teacher of one model; TeacherModel has none"):
+        FeatureMatch().build(Context(ctx.learner, ctx.summary, teacher=lambda: TeacherModel([teacher, teacher])),
+                             x, y)
     wide = SASRec(V, d_model=16, n_layers=1, n_heads=1, max_len=5).double().eval()
     with pytest.raises(ValueError, match="FeatureMatch needs the teacher's width"):
         FeatureMatch().build(Context(ctx.learner, ctx.summary, teacher=lambda: wide), x, y)(params)
