@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +30,6 @@ import yaml
 
 from farzi_lightning import load_summary
 from farzi_lightning.files import atomic_write
-from farzi_lightning.stats import interval, nested
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {"gru": {"class_path": "farzi_lightning.learners.RNNLM",
@@ -74,8 +75,7 @@ def report(state: dict, metric: str, out: Path) -> None:
         teacher_key = f"{learner}/teacher"
         if ends and teacher_key in entry["baselines"]:
             teacher = entry["baselines"][teacher_key]["values"][metric]
-            iv = (nested(ends, [teacher] * len(ends)) if len(ends) > 1 else
-                  interval([a - b for a, b in zip(ends[0], teacher)]))
+            iv = size_curve.over_runs(ends, [teacher] * len(ends))
             entry["summary_minus_teacher"] = iv.as_dict()
             diff = f"{iv.mean:+.4f} [{iv.lo:+.4f}, {iv.hi:+.4f}] (n={iv.n})"
         runs = len(ends)
@@ -85,8 +85,6 @@ def report(state: dict, metric: str, out: Path) -> None:
 
 
 def _mean_std(values: list[float]) -> str:
-    import statistics
-
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):.4g} ± {std:.2g}"
 
@@ -149,8 +147,6 @@ def main() -> None:
 
 
 def _argv() -> list[str]:
-    import sys
-
     return [a if not a.startswith(str(ROOT)) else str(Path(a).relative_to(ROOT)) for a in sys.argv[1:]]
 
 

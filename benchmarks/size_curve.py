@@ -173,6 +173,12 @@ def values(score_dict: dict, candidate: str, metric: str) -> list[float] | None:
     return None
 
 
+def over_runs(ends: list[list[float]], refs: list[list[float]]):
+    """end − reference, paired per downstream seed: the interval over distillation seeds where there are several
+    (each seed's mean difference), else over the one distillation's downstream seeds."""
+    return nested(ends, refs) if len(ends) > 1 else interval([a - b for a, b in zip(ends[0], refs[0])])
+
+
 def summarise(study: dict, entry: dict) -> dict:
     """Per size: mean ± std of every candidate, and the paired end − start and end − teacher differences."""
     metric = metric_of(study)
@@ -188,12 +194,10 @@ def summarise(study: dict, entry: dict) -> dict:
         row["summary_runs"] = len(ends)
         if len(starts) == len(ends):
             row["start"] = [x for s in starts for x in s]
-            row["end_minus_start"] = (nested(ends, starts) if len(ends) > 1 else
-                                      interval([a - b for a, b in zip(ends[0], starts[0])])).as_dict()
+            row["end_minus_start"] = over_runs(ends, starts).as_dict()
         teacher = row.get("teacher")
         if teacher is not None:
-            row["end_minus_teacher"] = (nested(ends, [teacher] * len(ends)) if len(ends) > 1 else
-                                        interval([a - b for a, b in zip(ends[0], teacher)])).as_dict()
+            row["end_minus_teacher"] = over_runs(ends, [teacher] * len(ends)).as_dict()
     return row
 
 

@@ -211,8 +211,8 @@ def step_metrics(step: StepResult, summary, seconds: float, inner_lr: float, ski
                                         "summary/row_weight_max": float(weights.max())}
     return {**extra, "train/outer_loss": outer, "train/inner_loss": inner,
             "train/meta_grad_norm": float(step.grad_norm), "train/drift": drift, "train/replayed_steps": replayed,
-            "summary/entropy": entropy,
-            "summary/effective_vocab": math.exp(entropy), "summary/distinct_tokens": float(used),
+            "summary/entropy": entropy, "summary/effective_vocab": math.exp(entropy),
+            "summary/distinct_tokens": float(used),
             "time/seconds_per_step": seconds, "train/inner_lr": inner_lr, "train/skipped_steps": float(skipped)}
 
 

@@ -75,7 +75,7 @@ def test_weight_meta_gradient_equals_finite_differences_of_plain_training(cls):
     inner = bilevel.inner_loss(model, summary, schedule, Feed("hard"))
     named = [n for n, _ in summary.named_parameters()]
     assert inner.row_hyper == tuple(i for i, n in enumerate(named) if n in ("z", "log_weight"))
-    position = [n for n, _ in summary.named_parameters()].index("log_weight")
+    position = named.index("log_weight")
     reverse = ReverseAdam(lr=0.05, steps=steps).meta_gradient(inner, outer, theta0, tuple(summary.parameters()))
     unrolled = UnrolledAdam(lr=0.05, steps=steps).meta_gradient(inner, outer, theta0, tuple(summary.parameters()))
     got = reverse.grads[position]
