@@ -16,7 +16,9 @@ interval is over distillation seeds where there are several, else over downstrea
 ``last.ckpt`` and skips what is recorded. With ``every_n_steps`` each distillation is also scored on the
 validation split every that many outer steps (``DownstreamEvaluation``), and ``time_to_quality.png`` plots
 that validation metric against the distillation's minutes on the machine (wall time of the outer steps,
-evaluations excluded; the JSON also keeps the process's CPU seconds).
+evaluations excluded; the JSON also keeps the process's CPU seconds). With ``select: valid`` as well, the summary
+at each distillation's best validation point (step 0, its start, included) is kept and scored on test too
+(``selected``): the outer loop's length chosen on validation, as the teacher's settings were.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import yaml
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import Checkpoint
 
 from farzi_lightning.callbacks import DownstreamEvaluation, SummaryMonitor
 from farzi_lightning.cli import build
@@ -97,6 +100,35 @@ class StartScore(Callback):
             self.result = scores(module.evaluate_downstream("test", ["summary"]))
 
 
+class KeepBest(Callback):
+    """With ``select: valid``: a copy of the summary at its best validation point so far (the study's metric, mean
+    over downstream seeds, as ``curve`` recorded it), kept in the run's checkpoints across a resume."""
+
+    def __init__(self, curve: DownstreamEvaluation, metric: str) -> None:
+        self.curve, self.metric = curve, metric
+        self.step, self.value, self.summary = None, None, None
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "value": self.value, "summary": self.summary}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.step, self.value, self.summary = state_dict["step"], state_dict["value"], state_dict["summary"]
+
+    def _check(self, trainer, module) -> None:
+        last = self.curve.history[-1] if self.curve.history else None
+        if last is None or last["step"] != trainer.global_step or last["step"] == self.step:
+            return
+        value = next(s["mean"][self.metric] for name, s in last["scores"].items() if name.endswith("/summary"))
+        if self.value is None or value > self.value:
+            self.step, self.value = last["step"], value
+            self.summary = {k: v.detach().clone() for k, v in module.summary.state_dict().items()}
+
+    on_train_start = on_train_end = _check
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._check(trainer, module)
+
+
 def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, save) -> None:
     entry = state["sizes"].setdefault(str(size), {"baselines": None, "distill": {}})
     runs = ROOT / "runs" / "study" / study["name"] / str(size)
@@ -128,11 +160,18 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
             curve = DownstreamEvaluation(every_n_steps=study["every_n_steps"], candidates=["summary"],
                                          results_file=str(out / f"{study['name']}_{size}_seed{seed}.valid.json"))
             trainer.callbacks.append(curve)
+        best = None
+        if curve is not None and study.get("select") == "valid":
+            best = KeepBest(curve, metric_of(study))
+            trainer.callbacks.append(best)
         checkpoint = trainer.checkpoint_callback
         checkpoint.dirpath = str(run_dir / "checkpoints")
         start = StartScore()
         start.result = record.get("start")
         trainer.callbacks.append(start)
+        # Checkpoints last, as Lightning orders them: a checkpoint at an evaluated step holds that evaluation (and
+        # KeepBest's choice), so a run stopped after its last step resumes with its whole curve.
+        trainer.callbacks.sort(key=lambda c: isinstance(c, Checkpoint))
         last = run_dir / "checkpoints" / "last.ckpt"
         started = time.perf_counter()
         trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)
@@ -146,6 +185,12 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
         started = time.perf_counter()
         record["end"] = scores(cli.model.evaluate_downstream("test", ["summary"]))
         record["test_seconds"] = time.perf_counter() - started
+        if best is not None:  # after the end's own scoring and export: the module keeps the selected summary
+            end_state = {k: v.detach().clone() for k, v in cli.model.summary.state_dict().items()}
+            cli.model.summary.load_state_dict(best.summary)
+            record["selected"] = scores(cli.model.evaluate_downstream("test", ["summary"]))
+            record["selected_step"], record["selected_valid"] = best.step, best.value
+            cli.model.summary.load_state_dict(end_state)
         exported = run_dir / "checkpoints" / "summary.pt"
         module, data = cli.model, cli.datamodule
         save_summary(run_dir / "dense.summary.pt", summary_payload(  # for benchmarks/compact_check.py
@@ -198,6 +243,12 @@ def summarise(study: dict, entry: dict) -> dict:
         teacher = row.get("teacher")
         if teacher is not None:
             row["end_minus_teacher"] = over_runs(ends, [teacher] * len(ends)).as_dict()
+    picked = [values(r["selected"], "summary", metric) for r in entry["distill"].values() if "selected" in r]
+    if picked and len(picked) == len(ends):
+        row["selected"] = [x for e in picked for x in e]
+        row["selected_steps"] = [r["selected_step"] for r in entry["distill"].values() if "selected" in r]
+        if row.get("teacher") is not None:
+            row["selected_minus_teacher"] = over_runs(picked, [row["teacher"]] * len(picked)).as_dict()
     return row
 
 
@@ -206,13 +257,19 @@ def report(study: dict, state: dict, out: Path) -> None:
 
     metric = metric_of(study)
     names = ["summary", "start", "teacher", "head", "random", "full"] + list(FLOORS)
+    keys = ["end_minus_start", "end_minus_teacher"]
+    if study.get("select") == "valid":  # the summary at its best validation point, beside the end's
+        names.insert(1, "selected")
+        keys.append("selected_minus_teacher")
     lines = [f"# Size curve: `{study['name']}`", "",
              f"Command: `python benchmarks/size_curve.py benchmarks/studies/{study['name']}.yaml`. Test {metric}, "
              "mean ± std over downstream seeds (and distillation seeds for the summary); each candidate trained "
              "with patience and scored at its best validation point. `start`: the summary before the first outer "
-             "step (its teacher-labelled start).", "",
-             "| rows | % of training tokens | " + " | ".join(names) + " | end − start [95%] | end − teacher [95%] |",
-             "|---" * (len(names) + 4) + "|"]
+             "step (its teacher-labelled start)." + (" `selected`: the summary at its best validation point (the "
+             "outer steps chosen on validation)." if "selected" in names else ""), "",
+             "| rows | % of training tokens | " + " | ".join(names) + " | "
+             + " | ".join(k.replace("_minus_", " − ") + " [95%]" for k in keys) + " |",
+             "|---" * (len(names) + 2 + len(keys)) + "|"]
     curve: dict[str, list[tuple[float, float, float]]] = {}
     for size, entry in sorted(state["sizes"].items(), key=lambda kv: int(kv[0])):
         row = summarise(study, entry)
@@ -227,12 +284,14 @@ def report(study: dict, state: dict, out: Path) -> None:
             cells.append(f"{mean:.4f} ± {std:.4f}" if len(v) > 1 else f"{mean:.4f}")
             curve.setdefault(name, []).append((pct, mean, std))
         diffs = []
-        for key in ("end_minus_start", "end_minus_teacher"):
+        for key in keys:
             iv = row.get(key)
             diffs.append("" if iv is None else f"{iv['mean']:+.4f} [{iv['lo']:+.4f}, {iv['hi']:+.4f}] (n={iv['n']})")
         runs = row.get("summary_runs", 0)
         lines.append(f"| {size} ({runs} distillation seed{'s' if runs != 1 else ''}) | {pct:.2f} | "
                      + " | ".join(cells) + " | " + " | ".join(diffs) + " |")
+        if row.get("selected_steps"):
+            lines.append(f"| | outer steps selected on validation: {row['selected_steps']} |")
     atomic_write(out / "results.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
     plot(study, curve, out, metric)
     plot_time(study, state, out, metric)
@@ -284,10 +343,11 @@ def plot(study: dict, curve: dict, out: Path, metric: str) -> None:
     plt = pyplot()
     if plt is None:
         return
-    styles = {"summary": ("C0", "o", "-"), "start": ("C0", "x", ":"), "teacher": ("C1", "s", "-"),
-              "head": ("C2", "^", "-"), "random": ("C3", "v", "-"), "full": ("black", "", "--"),
-              "popularity": ("grey", "", ":"), "unigram": ("grey", "", ":")}
-    offsets = {"start": 0.96, "teacher": 1.04}  # side by side at one size, so overlapping bars stay readable
+    styles = {"summary": ("C0", "o", "-"), "start": ("C0", "x", ":"), "selected": ("C5", "D", "-"),
+              "teacher": ("C1", "s", "-"), "head": ("C2", "^", "-"), "random": ("C3", "v", "-"),
+              "full": ("black", "", "--"), "popularity": ("grey", "", ":"), "unigram": ("grey", "", ":")}
+    # side by side at one size, so overlapping bars stay readable
+    offsets = {"start": 0.96, "teacher": 1.04, "selected": 1.08}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ticks = set()
     for name, points in curve.items():

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import yaml
+from lightning.pytorch.callbacks import Checkpoint
 
 from farzi_lightning.callbacks import DownstreamEvaluation
 from farzi_lightning.cli import build
@@ -67,6 +68,7 @@ def run_variant(grid: dict, name: str, out: Path, runs: Path) -> None:
     callback = DownstreamEvaluation(every_n_steps=grid.get("every_n_steps", 20), candidates=["summary"],
                                     results_file=str(history))
     cli.trainer.callbacks.append(callback)
+    cli.trainer.callbacks.sort(key=lambda c: isinstance(c, Checkpoint))  # checkpoints last: each holds its evaluation
     last = run_dir / "checkpoints" / "last.ckpt"
     started = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)

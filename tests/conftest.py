@@ -13,6 +13,12 @@ from small_data import write_standins
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # ``pytest -n 2`` (the default, pyproject.toml): two workers on two cores. One thread each, and for the CLI
+    # runs they start, so the workers never oversubscribe the machine (torch's default is a thread per core).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def _real() -> Path | None:
     path = Path(os.environ.get("FARZI_DATA_DIR", ROOT.parent / "shared" / "data"))
