@@ -247,6 +247,8 @@ def summarise(study: dict, entry: dict) -> dict:
     if picked and len(picked) == len(ends):
         row["selected"] = [x for e in picked for x in e]
         row["selected_steps"] = [r["selected_step"] for r in entry["distill"].values() if "selected" in r]
+        if len(starts) == len(picked):
+            row["selected_minus_start"] = over_runs(picked, starts).as_dict()
         if row.get("teacher") is not None:
             row["selected_minus_teacher"] = over_runs(picked, [row["teacher"]] * len(picked)).as_dict()
     return row
@@ -260,7 +262,7 @@ def report(study: dict, state: dict, out: Path) -> None:
     keys = ["end_minus_start", "end_minus_teacher"]
     if study.get("select") == "valid":  # the summary at its best validation point, beside the end's
         names.insert(1, "selected")
-        keys.append("selected_minus_teacher")
+        keys += ["selected_minus_start", "selected_minus_teacher"]
     lines = [f"# Size curve: `{study['name']}`", "",
              f"Command: `python benchmarks/size_curve.py benchmarks/studies/{study['name']}.yaml`. Test {metric}, "
              "mean ± std over downstream seeds (and distillation seeds for the summary); each candidate trained "
