@@ -40,21 +40,22 @@ def real_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def _data_root(tmp_path_factory) -> tuple[Path, bool]:
-    """(where the data is, whether it is generated stand-ins)."""
+    """(where the end-to-end tests' data is, whether it is generated stand-ins). Stand-ins unless
+    ``FARZI_TEST_DATA=real``: the real files have a layer of their own (``real_data_dir``), and every other path
+    runs on data the tests write, the same on every machine."""
+    if os.environ.get("FARZI_TEST_DATA") != "real":
+        return write_standins(tmp_path_factory.mktemp("standins")), True
     path = _real()
-    if path is not None and os.environ.get("FARZI_TEST_DATA") != "generated":
-        return path, False
-    if os.environ.get("CI") and os.environ.get("FARZI_TEST_DATA") != "generated":
-        pytest.fail("real data not found under CI (set FARZI_DATA_DIR to a folder holding ptb/ and ml-100k/)")
-    return write_standins(tmp_path_factory.mktemp("standins")), True
+    if path is None:
+        pytest.fail("FARZI_TEST_DATA=real but no real data (set FARZI_DATA_DIR to a folder holding ptb/ and ml-100k/)")
+    return path, False
 
 
 @pytest.fixture
 def data_dir(_data_root, monkeypatch) -> Path:
-    """Where the end-to-end tests read ``ml-100k/`` and ``ptb/``: the real data when present, else (and with
-    ``FARZI_TEST_DATA=generated``) stand-ins written once per session, so a fresh clone runs every path
-    offline. With stand-ins, ``FARZI_VERIFY=0`` for this test only (they carry the canonical names, not the
-    canonical bytes)."""
+    """Where the end-to-end tests read ``ml-100k/`` and ``ptb/``: stand-ins written once per session, so every
+    path runs offline on any machine (``FARZI_TEST_DATA=real``: the real data instead). With stand-ins,
+    ``FARZI_VERIFY=0`` for this test only (they carry the canonical names, not the canonical bytes)."""
     path, generated = _data_root
     if generated:
         monkeypatch.setenv("FARZI_VERIFY", "0")
