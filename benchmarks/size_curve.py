@@ -12,7 +12,8 @@ first outer step (``start``) and after the last (``end``) with the same downstre
 loop add anything" is a paired difference (end − start per distillation seed and downstream seed; the
 interval is over distillation seeds where there are several, else over downstream seeds). Everything lands in
 ``docs/results/<name>/`` as it goes (``results.json``, ``results.md``, ``size_curve.png``, and with
-``export_sizes`` the compact ``<name>_<size>_seed<r>.summary.pt``); a rerun resumes a fit from its
+``export_sizes`` the compact ``<name>_<size>_seed<r>.summary.pt``, and with ``select: valid`` too the selected
+summary's ``<name>_<size>_seed<r>.selected.summary.pt``); a rerun resumes a fit from its
 ``last.ckpt`` and skips what is recorded. With ``every_n_steps`` each distillation is also scored on the
 validation split every that many outer steps (``DownstreamEvaluation``), and ``time_to_quality.png`` plots
 that validation metric against the distillation's minutes on the machine (wall time of the outer steps,
@@ -190,12 +191,20 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
             cli.model.summary.load_state_dict(best.summary)
             record["selected"] = scores(cli.model.evaluate_downstream("test", ["summary"]))
             record["selected_step"], record["selected_valid"] = best.step, best.value
+            if size in study.get("export_sizes", []):  # the selected summary's compact file, beside the end's
+                module = cli.model
+                target = out / f"{study['name']}_{size}_seed{seed}.selected.summary.pt"
+                save_summary(target, summary_payload(
+                    module.summary, vocabulary_of_data(cli.datamodule, module), module.feed, module.learner,
+                    module.downstream.recipe(module.inner, module.hparams.inner_batch_size),
+                    top_k=module.hparams.summary_top_k, rank=module.hparams.summary_rank,
+                    bits=module.hparams.summary_bits))
+                record["selected_file"] = {"path": str(target.relative_to(ROOT)), "bytes": target.stat().st_size}
             cli.model.summary.load_state_dict(end_state)
         exported = run_dir / "checkpoints" / "summary.pt"
         module, data = cli.model, cli.datamodule
         save_summary(run_dir / "dense.summary.pt", summary_payload(  # for benchmarks/compact_check.py
-            module.summary, data.vocabulary() if hasattr(data, "vocabulary") else
-            [str(i) for i in range(module.summary.vocab_size)], module.feed, module.learner,
+            module.summary, vocabulary_of_data(data, module), module.feed, module.learner,
             module.downstream.recipe(module.inner, module.hparams.inner_batch_size)))
         if size in study.get("export_sizes", []) and exported.exists():
             target = out / f"{study['name']}_{size}_seed{seed}.summary.pt"
@@ -205,6 +214,11 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
         save()
         print(f"[{size} seed {seed}] fit {record['fit_seconds']:.0f} s; start {record['start']}; "
               f"end {record['end']}", flush=True)
+
+
+def vocabulary_of_data(data, module) -> list[str]:
+    """The data module's vocabulary, or the token ids as words where it has none."""
+    return data.vocabulary() if hasattr(data, "vocabulary") else [str(i) for i in range(module.summary.vocab_size)]
 
 
 def metric_of(study: dict) -> str:
