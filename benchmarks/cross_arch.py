@@ -4,6 +4,8 @@ summaries and on the same-size baselines (the teacher-labelled sample first), sc
     FARZI_DATA_DIR=../shared/data python benchmarks/cross_arch.py benchmarks/studies/long_ml100k.yaml --learner gru
     FARZI_DATA_DIR=../shared/data python benchmarks/cross_arch.py benchmarks/studies/size_ptb.yaml --learner lstm \
         --sizes 200 --candidates teacher --val-batches 20
+    FARZI_DATA_DIR=../shared/data python benchmarks/cross_arch.py benchmarks/studies/select_ml100k.yaml --learner gru \
+        --selected      # the summaries chosen on validation (cross_<learner>_selected.json)
 
 ``--learner`` names a preset (``gru``: a 1-layer GRU ``RNNLM``, d=32, for ML-100k; ``lstm``: a 1-layer LSTM,
 d=64, for PTB) or gives the architecture as YAML, ``{class_path: ..., init_args: {...}}``.
@@ -41,12 +43,16 @@ size_curve = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(size_curve)
 
 
-def summary_files(study: dict, size: int) -> dict[int, Path]:
-    """The study's committed summaries of this size, by distillation seed."""
+def summary_files(study: dict, size: int, selected: bool = False) -> dict[int, Path]:
+    """The study's committed summaries of this size, by distillation seed: the end of each distillation
+    (``<name>_<size>_seed<r>.summary.pt``), or with ``selected`` its summary at the best validation point
+    (``<name>_<size>_seed<r>.selected.summary.pt``, a ``select: valid`` study's)."""
     out = ROOT / "docs" / "results" / study["name"]
     files = {}
     for path in sorted(out.glob(f"{study['name']}_{size}_seed*.summary.pt")):
-        files[int(path.name.split("_seed")[1].split(".")[0])] = path
+        seed, _, kind = path.name.split("_seed")[1].removesuffix(".summary.pt").partition(".")
+        if (kind == "selected") == selected and kind in ("", "selected"):
+            files[int(seed)] = path
     return files
 
 
@@ -97,12 +103,14 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", default=["teacher", "head", "random"],
                         help="baselines trained beside the summaries")
     parser.add_argument("--val-batches", type=int, default=None, help="validation batches per check (PTB: 20)")
+    parser.add_argument("--selected", action="store_true",
+                        help="read the summaries chosen on validation (*.selected.summary.pt), not the ends")
     args = parser.parse_args()
     study = yaml.safe_load(Path(args.study).read_text())
     spec = PRESETS.get(args.learner) or yaml.safe_load(args.learner)
     metric = study["metric"]
     name = spec["class_path"].rpartition(".")[2].lower() + "_" + spec.get("init_args", {}).get("cell", "")
-    out = ROOT / "docs" / "results" / study["name"] / f"cross_{name.rstrip('_')}.json"
+    out = ROOT / "docs" / "results" / study["name"] / f"cross_{name.rstrip('_')}{'_selected' * args.selected}.json"
     state = json.loads(out.read_text()) if out.exists() else {"sizes": {}}
     state.update(study=study["name"], learner=spec, command="FARZI_DATA_DIR=../shared/data python "
                  "benchmarks/cross_arch.py " + " ".join(_quoted(a) for a in _argv()))
@@ -129,7 +137,7 @@ def main() -> None:
                 "test", todo, data=cli.datamodule, learners=[learner])))
             entry["seconds"]["baselines"] = time.perf_counter() - started
             save()
-        for seed, path in summary_files(study, size).items():
+        for seed, path in summary_files(study, size, args.selected).items():
             if str(seed) in entry["summaries"]:
                 continue
             loaded = load_summary(path)
