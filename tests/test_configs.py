@@ -132,3 +132,8 @@ def test_ablation_is_a_small_override_that_runs(ablation, tmp_path, monkeypatch,
             built = getattr(cli.model, {"inner_optimizer": "inner"}.get(key, key), None)
             if built is not None and key != "optimizer":
                 assert type(built).__name__ == value["class_path"].rpartition(".")[2]
+        elif not isinstance(value, dict):  # a plain setting such as input_mode or outer_batch_size
+            assert cli.model.hparams[key] == value, key
+        elif "init_args" in value:  # init_args merged into the base's class (an outer lr, a schedule's length)
+            for arg, setting in value["init_args"].items():
+                assert cli.model.hparams[key]["init_args"][arg] == setting, (key, arg)
