@@ -321,11 +321,20 @@ def plot_time(study: dict, state: dict, out: Path, metric: str) -> None:
     if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, ((size, seed), history) in enumerate(sorted(runs.items())):
-        points = [(h["fit_seconds"] / 60, s["mean"][metric]) for h in history for s in h["scores"].values()
-                  if metric in s["mean"] and "fit_seconds" in h]
-        if points:
-            ax.plot(*zip(*points), marker="o", markersize=3, color=f"C{i % 10}", label=f"{size} rows, seed {seed}")
+    by_step: dict[tuple[str, int], list[tuple[float, float]]] = {}  # (size, outer step): (minutes, metric) per seed
+    for i, ((size, seed), history) in enumerate(sorted(runs.items(), key=lambda kv: (int(kv[0][0]), int(kv[0][1])))):
+        points = [(h["fit_seconds"] / 60, s["mean"][metric], h["step"]) for h in history
+                  for s in h["scores"].values() if metric in s["mean"] and "fit_seconds" in h]
+        for minutes, value, step in points:
+            by_step.setdefault((size, step), []).append((minutes, value))
+        if points:  # ten colours, then the same ten dashed
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, linewidth=1,
+                    color=f"C{i % 10}", linestyle="-" if i < 10 else "--", label=f"{size} rows, seed {seed}")
+    for size in sorted({size for size, _ in by_step}, key=int):
+        steps = sorted(step for s, step in by_step if s == size and len(by_step[(s, step)]) > 1)
+        if steps:  # the mean over the seeds at each evaluated outer step, at their mean minutes
+            mean = [tuple(sum(v) / len(v) for v in zip(*by_step[(size, step)])) for step in steps]
+            ax.plot(*zip(*mean), color="black", linewidth=2.5, label=f"{size} rows, mean of the seeds")
     ax.set_xlabel("minutes of distillation on this machine (outer steps; evaluations excluded)")
     ax.set_ylabel(f"validation {metric} (fresh learner, mean of downstream seeds)")
     ax.set_title(f"{study['name']}: time to quality")
