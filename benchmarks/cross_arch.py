@@ -52,7 +52,7 @@ def summary_files(study: dict, size: int, selected: bool = False) -> dict[int, P
     files = {}
     for path in sorted(out.glob(f"{study['name']}_{size}_seed*.summary.pt")):
         seed, _, kind = path.name.split("_seed")[1].removesuffix(".summary.pt").partition(".")
-        if (kind == "selected") == selected and kind in ("", "selected"):
+        if kind == ("selected" if selected else ""):
             files[int(seed)] = path
     return files
 

@@ -192,20 +192,12 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
             record["selected"] = scores(cli.model.evaluate_downstream("test", ["summary"]))
             record["selected_step"], record["selected_valid"] = best.step, best.value
             if size in study.get("export_sizes", []):  # the selected summary's compact file, beside the end's
-                module = cli.model
                 target = out / f"{study['name']}_{size}_seed{seed}.selected.summary.pt"
-                save_summary(target, summary_payload(
-                    module.summary, vocabulary_of_data(cli.datamodule, module), module.feed, module.learner,
-                    module.downstream.recipe(module.inner, module.hparams.inner_batch_size),
-                    top_k=module.hparams.summary_top_k, rank=module.hparams.summary_rank,
-                    bits=module.hparams.summary_bits))
+                save_summary(target, payload_of(cli, compact=True))
                 record["selected_file"] = {"path": str(target.relative_to(ROOT)), "bytes": target.stat().st_size}
             cli.model.summary.load_state_dict(end_state)
         exported = run_dir / "checkpoints" / "summary.pt"
-        module, data = cli.model, cli.datamodule
-        save_summary(run_dir / "dense.summary.pt", summary_payload(  # for benchmarks/compact_check.py
-            module.summary, vocabulary_of_data(data, module), module.feed, module.learner,
-            module.downstream.recipe(module.inner, module.hparams.inner_batch_size)))
+        save_summary(run_dir / "dense.summary.pt", payload_of(cli, compact=False))  # for benchmarks/compact_check.py
         if size in study.get("export_sizes", []) and exported.exists():
             target = out / f"{study['name']}_{size}_seed{seed}.summary.pt"
             shutil.copyfile(exported, target)
@@ -216,9 +208,15 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
               f"end {record['end']}", flush=True)
 
 
-def vocabulary_of_data(data, module) -> list[str]:
-    """The data module's vocabulary, or the token ids as words where it has none."""
-    return data.vocabulary() if hasattr(data, "vocabulary") else [str(i) for i in range(module.summary.vocab_size)]
+def payload_of(cli, compact: bool) -> dict:
+    """The ``summary.pt`` payload of the module's summary as it is now: dense, or in the config's compact form
+    (``summary_top_k`` / ``summary_rank`` / ``summary_bits``, as the module's own export at the end of a fit)."""
+    module, data = cli.model, cli.datamodule
+    words = data.vocabulary() if hasattr(data, "vocabulary") else [str(i) for i in range(module.summary.vocab_size)]
+    form = dict(top_k=module.hparams.summary_top_k, rank=module.hparams.summary_rank,
+                bits=module.hparams.summary_bits) if compact else {}
+    return summary_payload(module.summary, words, module.feed, module.learner,
+                           module.downstream.recipe(module.inner, module.hparams.inner_batch_size), **form)
 
 
 def metric_of(study: dict) -> str:
