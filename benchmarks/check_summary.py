@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from farzi_lightning import Downstream, load_summary
+from farzi_lightning import load_summary
 from farzi_lightning.data import InteractionDataModule, TextDataModule
-from farzi_lightning.downstream import table
-from farzi_lightning.inner import ReverseAdam
-from farzi_lightning.learners import build_learner
+from farzi_lightning.downstream import evaluate_summary, table
 
 
 def main() -> None:
@@ -24,6 +22,8 @@ def main() -> None:
     parser.add_argument("--data", default="ml-100k", help="ml-100k (interactions) or ptb (text), under $FARZI_DATA_DIR")
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     parser.add_argument("--val-batches", type=int, default=None, help="validation batches per check (PTB study: 20)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="downstream seeds 0..N-1 (default: the recipe's, the study row's own)")
     args = parser.parse_args()
     summary = load_summary(args.summary)
     seq_len = summary.learner_config["init_args"]["max_len"]  # the data windows the learner was evaluated on
@@ -31,13 +31,8 @@ def main() -> None:
         data = TextDataModule(name="ptb", seq_len=seq_len)
     else:
         data = InteractionDataModule(name=args.data, seq_len=seq_len)
-    recipe = summary.recipe
-    harness = Downstream(candidates=["summary"], optimizer=recipe["optimizer"], lr=recipe["lr"],
-                         steps=recipe["steps"], batch_size=recipe["batch_size"], eval_every=recipe["eval_every"],
-                         seeds=recipe["seeds"], val_batches=args.val_batches)
-    results = harness.evaluate(summary=summary, feed=summary.feed, learner=build_learner(summary.learner_config),
-                               inner=ReverseAdam(lr=recipe["lr"], steps=1), inner_batch_size=recipe["batch_size"],
-                               data=data, split=args.split, progress=print)
+    results = evaluate_summary(summary, data, args.split, seeds=args.seeds, val_batches=args.val_batches,
+                               progress=print)
     print(table(results))
 
 

@@ -18,26 +18,17 @@ import json
 import time
 from pathlib import Path
 
-from farzi_lightning import Downstream, load_summary
+from farzi_lightning import load_summary
 from farzi_lightning.data import InteractionDataModule, TextDataModule
+from farzi_lightning.downstream import evaluate_summary
 from farzi_lightning.files import atomic_write
-from farzi_lightning.inner import ReverseAdam
-from farzi_lightning.learners import build_learner
 from farzi_lightning.stats import paired
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def score(path: str, data, split: str, val_batches: int | None) -> tuple[dict, str]:
-    summary = load_summary(path)
-    recipe = summary.recipe
-    harness = Downstream(candidates=["summary"], optimizer=recipe["optimizer"], lr=recipe["lr"], steps=recipe["steps"],
-                         batch_size=recipe["batch_size"], eval_every=recipe["eval_every"], seeds=recipe["seeds"],
-                         val_batches=val_batches, patience=recipe.get("patience"))
-    learner = build_learner(summary.learner_config)
-    results = harness.evaluate(summary=summary, feed=summary.feed, learner=learner,
-                               inner=ReverseAdam(lr=recipe["lr"], steps=1), inner_batch_size=recipe["batch_size"],
-                               data=data, split=split, progress=print)
+    results = evaluate_summary(load_summary(path), data, split, val_batches=val_batches, progress=print)
     (name, result), = results.items()
     return result.values, name[0]
 

@@ -14,9 +14,9 @@ from torch import nn
 from farzi_lightning import Downstream, Teacher, TeacherModel, fresh, load_summary
 from farzi_lightning.bilevel import inner_loss
 from farzi_lightning.data import InteractionDataModule
-from farzi_lightning.downstream import paired_differences, paired_table, table
+from farzi_lightning.downstream import evaluate_summary, paired_differences, paired_table, table
 from farzi_lightning.export import save_summary, summary_payload
-from farzi_lightning.inner import ReverseAdam
+from farzi_lightning.inner import ReverseAdam, ReverseAdamW
 from farzi_lightning.learners import SASRec
 from farzi_lightning.metrics import NDCG, HitRate, NonFiniteScores, Perplexity
 from farzi_lightning.stats import interval, nested, paired, t975
@@ -241,6 +241,34 @@ def test_baselines_are_retrained_when_the_recipe_changes(tmp_path):
     assert fast.curves != slow.curves
     assert run(1e-4) is slow  # the same recipe is still served from the cache
 
+
+
+def test_a_summary_file_retrains_with_its_own_recipe(tmp_path):
+    """``evaluate_summary`` (``benchmarks/check_summary.py``) trains as the file's recipe says, patience, optimiser
+    and weight decay included: the very curves of the harness that wrote the file, not the harness's defaults."""
+    data = interactions(tmp_path)
+    torch.manual_seed(0)
+    learner = SASRec(data.vocab_size, d_model=8, n_layers=1, n_heads=1, max_len=5)
+    summary = TokenSummary(data.vocab_size, 4, 6, init="noise", padding_idx=0)
+    inner = ReverseAdamW(lr=0.05, steps=40, weight_decay=2.0)
+    harness = Downstream(candidates=["summary"], seeds=2, steps=40, eval_every=2, patience=2)
+    wrote = harness.evaluate(summary=summary, feed=Feed(), learner=learner, inner=inner, inner_batch_size=2,
+                             data=data, split="valid")[("sasrec", "summary")]
+    save_summary(tmp_path / "s.pt", summary_payload(summary, [str(i) for i in range(data.vocab_size)], Feed(),
+                                                    learner, harness.recipe(inner, 2)))
+    loaded = load_summary(tmp_path / "s.pt")
+    assert loaded.recipe["optimizer"] == "adamw" and loaded.recipe["patience"] == 2
+    again = evaluate_summary(loaded, data, "valid")[("sasrec", "summary")]
+    assert again.curves == wrote.curves and again.values == wrote.values
+    defaults = Downstream(candidates=["summary"], seeds=2, steps=40, eval_every=2).evaluate(
+        summary=summary, feed=Feed(), learner=learner, inner=ReverseAdam(lr=0.05, steps=40), inner_batch_size=2,
+        data=data, split="valid")[("sasrec", "summary")]
+    assert defaults.curves != wrote.curves  # patience 5 and plain Adam train otherwise: the check can fail
+    more = evaluate_summary(loaded, data, "valid", seeds=3)[("sasrec", "summary")]
+    assert len(more.curves) == 3 and more.curves[:2] == wrote.curves  # more downstream seeds, the first ones kept
+    loaded.recipe["optimizer"] = "forwardoptimizer"
+    with pytest.raises(ValueError, match="forwardoptimizer.*pass that inner optimiser"):
+        evaluate_summary(loaded, data, "valid")
 
 # ---- 5. inputs and targets held apart ----
 
