@@ -27,8 +27,8 @@ from farzi_lightning.stats import paired
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def score(path: str, data, split: str, val_batches: int | None) -> tuple[dict, str]:
-    results = evaluate_summary(load_summary(path), data, split, val_batches=val_batches, progress=print)
+def score(path: str, data, split: str, val_batches: int | None, seeds: int | None = None) -> tuple[dict, str]:
+    results = evaluate_summary(load_summary(path), data, split, seeds=seeds, val_batches=val_batches, progress=print)
     (name, result), = results.items()
     return result.values, name[0]
 
@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--data", default="ml-100k", help="ml-100k (interactions) or ptb (text), under $FARZI_DATA_DIR")
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     parser.add_argument("--val-batches", type=int, default=None, help="validation batches per check (PTB: 20)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="downstream seeds 0..N-1 for both files (default: the recipe's)")
     parser.add_argument("--fidelity-only", action="store_true",
                         help="add the KL and argmax agreement to the row of this name; retrain nothing")
     args = parser.parse_args()
@@ -70,8 +72,8 @@ def main() -> None:
         InteractionDataModule(name=args.data, seq_len=seq_len)
     data.setup("fit")
     started = time.perf_counter()
-    dense, learner = score(args.dense, data, args.split, args.val_batches)
-    compact, _ = score(args.compact, data, args.split, args.val_batches)
+    dense, learner = score(args.dense, data, args.split, args.val_batches, args.seeds)
+    compact, _ = score(args.compact, data, args.split, args.val_batches, args.seeds)
     metric = "ppl" if "ppl" in dense else "hr@10"
     iv = paired(compact[metric], dense[metric])
     row = {"name": args.name, "dense": args.dense, "compact": args.compact, "metric": metric, "split": args.split,
@@ -91,7 +93,7 @@ def write(rows: list[dict], out: Path) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
     lines = ["# Compact summaries: bytes and quality", "",
              "Command per row: `python benchmarks/compact_check.py DENSE COMPACT --name NAME` (test split, the "
-             "recipe inside each file, the same downstream seeds). Difference = compact − dense per seed, mean "
+             "recipe inside each file, the same downstream seeds; `--seeds N` where a row has more than 3). Difference = compact − dense per seed, mean "
              "and 95% t-interval. KL: mean KL(dense ‖ compact) per position, nats; argmax: positions whose most "
              "likely token is kept (blank: not measured for that row).", "",
              "| row | dense bytes | compact bytes | % of training file | KL | argmax | metric | dense | compact | "

@@ -195,6 +195,7 @@ def run_size(study: dict, size: int, seeds: list[int], state: dict, out: Path, s
                 target = out / f"{study['name']}_{size}_seed{seed}.selected.summary.pt"
                 save_summary(target, payload_of(cli, compact=True))
                 record["selected_file"] = {"path": str(target.relative_to(ROOT)), "bytes": target.stat().st_size}
+                save_summary(run_dir / "selected.dense.summary.pt", payload_of(cli, compact=False))  # compact_check
             cli.model.summary.load_state_dict(end_state)
         exported = run_dir / "checkpoints" / "summary.pt"
         save_summary(run_dir / "dense.summary.pt", payload_of(cli, compact=False))  # for benchmarks/compact_check.py
