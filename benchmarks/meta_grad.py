@@ -17,6 +17,11 @@ learning rate's meta-gradient (``lr_grad=False``: a distillation asks for it onl
 
     python benchmarks/meta_grad.py                       # CPU, T in {10, 20, 50, 100, 200}
     python benchmarks/meta_grad.py --device cuda         # GPU
+    python benchmarks/meta_grad.py --steps 10 20 200 --unrolled-steps 10 20 --repeats 3   # docs/performance.md
+
+Each measurement is its own process; with ``--repeats N`` every job at a T where unrolled also runs is repeated N
+times round-robin and the row of median time is reported (``seconds_all`` keeps every repeat): one process's
+time on this machine varies by up to ~25% with what ran before it, so one pair of processes is not a ratio.
 """
 
 from __future__ import annotations
@@ -117,6 +122,12 @@ def worker(method: str, steps: int, device: str) -> dict:
     return out
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median time among repeats of one (method, T), with every repeat's seconds beside it."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return {**ordered[(len(ordered) - 1) // 2], "seconds_all": [r["seconds"] for r in runs]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -126,6 +137,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/meta_grad_<device>.json)")
     parser.add_argument("--methods", nargs="+", default=["plain", "reverse", "fused"],
                         help="which of plain, reverse, fused to run at every --steps")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the jobs at the unrolled T values this many times, round-robin; report medians")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -134,16 +147,25 @@ def main() -> None:
 
     jobs = [(m, t) for t in args.steps for m in args.methods]
     jobs += [("unrolled", t) for t in args.unrolled_steps]
-    rows = []
-    for method, steps in jobs:
-        cmd = [sys.executable, __file__, "--device", args.device, "--worker", method, str(steps)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{method} T={steps} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-            rows.append({"method": method, "T": steps, "error": proc.stderr[-500:]})
-            continue
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"  done {method:8s} T={steps:4d}  {rows[-1]['seconds']:8.2f} s", file=sys.stderr, flush=True)
+    # With --repeats, the jobs at the T values where unrolled runs too are run that many times, round-robin (each
+    # round runs every such job once, in turn), so a ratio to unrolled compares medians measured side by side.
+    compared = set(args.unrolled_steps)
+    runs: dict[tuple[str, int], list[dict]] = {}
+    failed = []
+    for round_ in range(max(args.repeats, 1)):
+        for method, steps in jobs:
+            if round_ > 0 and steps not in compared:
+                continue
+            cmd = [sys.executable, __file__, "--device", args.device, "--worker", method, str(steps)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{method} T={steps} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                failed.append({"method": method, "T": steps, "error": proc.stderr[-500:]})
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs.setdefault((method, steps), []).append(row)
+            print(f"  done {method:8s} T={steps:4d}  {row['seconds']:8.2f} s", file=sys.stderr, flush=True)
+    rows = [median_run(rs) for rs in runs.values()] + failed
 
     by = {(r["method"], r["T"]): r for r in rows if "error" not in r}
     print(f"\nmeta-gradient cost, {args.device}, V={VOCAB} d={D_MODEL} layers={LAYERS}, summary {N_SEQ}x{SEQ_LEN}")
