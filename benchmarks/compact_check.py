@@ -93,8 +93,9 @@ def write(rows: list[dict], out: Path) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
     lines = ["# Compact summaries: bytes and quality", "",
              "Command per row: `python benchmarks/compact_check.py DENSE COMPACT --name NAME` (test split, the "
-             "recipe inside each file, the same downstream seeds; `--seeds N` where a row has more than 3). Difference = compact − dense per seed, mean "
-             "and 95% t-interval. KL: mean KL(dense ‖ compact) per position, nats; argmax: positions whose most "
+             "recipe inside each file, the same downstream seeds; `--seeds N` where a row has more than 3). "
+             "Difference = compact − dense per seed, mean and 95% t-interval. KL: mean KL(dense ‖ compact) per "
+             "position, nats; argmax: positions whose most "
              "likely token is kept (blank: not measured for that row).", "",
              "| row | dense bytes | compact bytes | % of training file | KL | argmax | metric | dense | compact | "
              "compact − dense |",
