@@ -39,10 +39,25 @@ class OuterLoss(RecordsInit, ABC):
 
 
 class NextToken(OuterLoss):
-    """Next-token cross-entropy on the real batch (what the learner is finally judged by)."""
+    """Next-token cross-entropy on the real batch (what the learner is finally judged by).
+
+    Args:
+        last: count only each sequence's last ``last`` targets (None: every target). A recommender is judged on
+            the next item after a user's whole history, so ``last: 1`` weighs the positions it is judged at
+            instead of every prefix of the history alike.
+    """
+
+    def __init__(self, last: int | None = None) -> None:
+        if last is not None and (not isinstance(last, int) or isinstance(last, bool) or last < 1):
+            raise ValueError(f"NextToken last must be None or an integer >= 1, got {last!r}")
+        self.last = last
 
     def build(self, context: Context, x: Tensor, y: Tensor) -> Loss:
         learner = context.learner
+        if self.last is not None:
+            keep = y != IGNORE_INDEX  # (B, L)
+            from_end = keep.flip(-1).cumsum(-1).flip(-1)  # (B, L): targets at or after each position
+            y = torch.where(keep & (from_end <= self.last), y, IGNORE_INDEX)
         return lambda params: next_token_loss(functional_call(learner, params, (x,)), y)
 
 

@@ -64,6 +64,26 @@ def test_teacher_kl_is_the_kl_from_the_teachers_predictions_by_hand():
         TeacherKL().build(ctx, x, y)
 
 
+def test_next_token_on_the_last_targets_is_the_cross_entropy_there_by_hand():
+    ctx = context(ReverseAdam(lr=0.05, steps=2))
+    x, y = batch()  # row 0 left-padded: targets at positions 2-4; row 1: 0-4
+    params = dict(ctx.learner.named_parameters())
+    with torch.no_grad():
+        logp = torch.log_softmax(ctx.learner(x), -1)
+
+    def by_hand(positions):
+        return sum(-float(logp[b, i, int(y[b, i])]) for b, i in positions) / len(positions)
+
+    assert float(NextToken(last=1).build(ctx, x, y)(params)) == pytest.approx(by_hand([(0, 4), (1, 4)]), rel=1e-12)
+    assert float(NextToken(last=2).build(ctx, x, y)(params)) == pytest.approx(
+        by_hand([(0, 3), (0, 4), (1, 3), (1, 4)]), rel=1e-12)
+    every = [(b, i) for b in range(2) for i in range(5) if int(y[b, i]) != -100]
+    for loss in (NextToken(), NextToken(last=9)):
+        assert float(loss.build(ctx, x, y)(params)) == pytest.approx(by_hand(every), rel=1e-12)
+    with pytest.raises(ValueError, match="NextToken last must be None or an integer >= 1"):
+        NextToken(last=0)
+
+
 def test_feature_match_is_the_mean_squared_distance_of_the_hidden_states_by_hand():
     """SASRec's features are ``ln_f`` of its last block (computed here from ``_hidden``); an LSTM's are its
     recurrent output (from ``rnn``); positions without a target are left out; a teacher of another width and a
@@ -103,8 +123,8 @@ def test_feature_match_is_the_mean_squared_distance_of_the_hidden_states_by_hand
 
 
 @pytest.mark.parametrize("loss", [TeacherKL(), Weighted([NextToken(), TeacherKL()], [1.0, 0.3]), FeatureMatch(),
-                                  Weighted([NextToken(), FeatureMatch()], [1.0, 2.0])],
-                         ids=["teacher_kl", "weighted", "feature_match", "next_token_plus_features"])
+                                  Weighted([NextToken(), FeatureMatch()], [1.0, 2.0]), NextToken(last=1)],
+                         ids=["teacher_kl", "weighted", "feature_match", "next_token_plus_features", "last_target"])
 def test_meta_gradient_of_any_outer_loss_equals_the_float64_unrolled_reference(loss):
     teacher = teacher_model()
 
