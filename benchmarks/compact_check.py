@@ -20,8 +20,8 @@ from pathlib import Path
 
 from farzi_lightning import load_summary
 from farzi_lightning.data import InteractionDataModule, TextDataModule
-from farzi_lightning.downstream import evaluate_summary
 from farzi_lightning.files import atomic_write
+from farzi_lightning.retrain import evaluate_summary
 from farzi_lightning.stats import paired
 
 ROOT = Path(__file__).resolve().parents[1]

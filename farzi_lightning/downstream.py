@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from . import seeds
 from .fresh import checked, make_optimizer, score, train_to_patience
-from .inner import InnerOptimizer, ReverseAdam
+from .inner import InnerOptimizer
 from .learners import build_learner
 from .parts import RecordsInit
 from .scores import Score, log_dict, paired_differences, paired_table, table  # noqa: F401 (re-exported)
@@ -99,19 +99,6 @@ class Downstream(RecordsInit):
         self.eval_every, self.val_batches, self.k, self.patience = eval_every, val_batches, k, patience
         self.teacher_targets = teacher_targets
         self._cache: dict[tuple, Score] = {}
-        self._recipe: dict[str, Any] | None = None  # a file's recipe, held as written (``from_recipe``)
-
-    @classmethod
-    def from_recipe(cls, recipe: dict[str, Any], *, seeds: int | None = None, **kwargs: Any) -> Downstream:
-        """The harness that trains as ``recipe`` says — a ``summary.pt``'s ``recipe``, as :meth:`recipe` wrote
-        it — every field kept (optimiser and its hyper-parameters, patience), ``seeds`` (more downstream seeds
-        than the file's) and ``kwargs`` (``val_batches``, ``candidates``, ...) on top. A recipe without
-        ``patience`` predates early stopping: it trains to the cap, as it did."""
-        recipe = {**recipe, "patience": recipe.get("patience"), "seeds": seeds or recipe["seeds"]}
-        harness = cls(lr=recipe["lr"], steps=recipe["steps"], batch_size=recipe["batch_size"],
-                      eval_every=recipe["eval_every"], seeds=recipe["seeds"], patience=recipe["patience"], **kwargs)
-        harness._recipe = recipe
-        return harness
 
     # ---- the recipe ----
 
@@ -119,8 +106,6 @@ class Downstream(RecordsInit):
         """The resolved training recipe (what ``summary.pt`` records): optimiser, its hyper-parameters, lr,
         steps, batch size. ``inner`` resolves to the inner optimiser's own (``torch_optimizer``): ``adam``,
         ``adamw``, ``sgd``, or ``forwardoptimizer`` (an inner optimiser without a ``torch.optim`` twin)."""
-        if self._recipe is not None:
-            return dict(self._recipe)
         kind = self.optimizer
         if kind == "inner":
             kind = type(inner.torch_optimizer([torch.zeros(1, requires_grad=True)])).__name__.lower()
@@ -304,21 +289,3 @@ def _fingerprint(model: nn.Module | None) -> str | None:
                 if p.is_floating_point()]
     return f"{type(model).__name__}:{getattr(model, 'temperature', 1.0)}:{len(sums)}:{sum(sums):.12g}"
 
-
-def evaluate_summary(summary: Summary, data: Any, split: Literal["valid", "test"] = "test", *,
-                     seeds: int | None = None, val_batches: int | None = None, progress=None,
-                     inner: InnerOptimizer | None = None) -> dict[tuple[str, str], Score]:
-    """Fresh learners of a summary's own architecture trained on it alone, as the recipe inside it says
-    (``Downstream.from_recipe``; its feed and learner config are in the file too), scored on ``split``: what
-    ``benchmarks/check_summary.py`` prints. ``seeds``: more downstream seeds than the recipe's. ``inner`` is
-    needed only where the recipe trains with an inner optimiser's own update (``forwardoptimizer``)."""
-    recipe = summary.recipe
-    if inner is None:
-        if recipe["optimizer"] not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"this summary's recipe trains with {recipe['optimizer']!r}, an inner optimiser's "
-                             "own update: pass that inner optimiser")
-        inner = ReverseAdam(lr=recipe["lr"], steps=1)
-    harness = Downstream.from_recipe(recipe, seeds=seeds, val_batches=val_batches, candidates=["summary"])
-    return harness.evaluate(summary=summary, feed=summary.feed, learner=build_learner(summary.learner_config),
-                            inner=inner, inner_batch_size=recipe["batch_size"], data=data, split=split,
-                            progress=progress)

@@ -14,11 +14,12 @@ from torch import nn
 from farzi_lightning import Downstream, Teacher, TeacherModel, fresh, load_summary
 from farzi_lightning.bilevel import inner_loss
 from farzi_lightning.data import InteractionDataModule
-from farzi_lightning.downstream import evaluate_summary, paired_differences, paired_table, table
+from farzi_lightning.downstream import paired_differences, paired_table, table
 from farzi_lightning.export import save_summary, summary_payload
 from farzi_lightning.inner import ReverseAdam, ReverseAdamW
 from farzi_lightning.learners import SASRec
 from farzi_lightning.metrics import NDCG, HitRate, NonFiniteScores, Perplexity
+from farzi_lightning.retrain import evaluate_summary
 from farzi_lightning.stats import interval, nested, paired, t975
 from farzi_lightning.summaries import (
     Feed,
@@ -244,8 +245,9 @@ def test_baselines_are_retrained_when_the_recipe_changes(tmp_path):
 
 
 def test_a_summary_file_retrains_with_its_own_recipe(tmp_path):
-    """``evaluate_summary`` (``benchmarks/check_summary.py``) trains as the file's recipe says, patience, optimiser
-    and weight decay included: the very curves of the harness that wrote the file, not the harness's defaults."""
+    """``evaluate_summary`` (``farzi_lightning.retrain``, ``benchmarks/check_summary.py``) trains as the file's
+    recipe says, patience, optimiser and weight decay included: the very curves of the harness that wrote the
+    file, not the harness's defaults."""
     data = interactions(tmp_path)
     torch.manual_seed(0)
     learner = SASRec(data.vocab_size, d_model=8, n_layers=1, n_heads=1, max_len=5)
