@@ -21,7 +21,7 @@ learning rate's meta-gradient (``lr_grad=False``: a distillation asks for it onl
 
 Each measurement is its own process; with ``--repeats N`` every job at a T where unrolled also runs is repeated N
 times round-robin and the row of median time is reported (``seconds_all`` keeps every repeat): one process's
-time on this machine varies by up to ~25% with what ran before it, so one pair of processes is not a ratio.
+time on this machine varies by up to ~40% with what ran before it, so one pair of processes is not a ratio.
 """
 
 from __future__ import annotations
