@@ -53,14 +53,14 @@ def main() -> None:
     parser.add_argument("--study", help="a size-curve study's results.json: pair each file with its recorded row")
     args = parser.parse_args()
     results = json.loads(Path(args.study).read_text()) if args.study else None
-    means = []
+    means, datas = [], {}
     for path in args.summaries:
         summary = load_summary(path)
         seq_len = summary.learner_config["init_args"]["max_len"]  # the data windows the learner was evaluated on
-        if args.data == "ptb":
-            data = TextDataModule(name="ptb", seq_len=seq_len)
-        else:
-            data = InteractionDataModule(name=args.data, seq_len=seq_len)
+        if seq_len not in datas:  # read once for all the files of one window length
+            datas[seq_len] = (TextDataModule(name="ptb", seq_len=seq_len) if args.data == "ptb" else
+                              InteractionDataModule(name=args.data, seq_len=seq_len))
+        data = datas[seq_len]
         scored = evaluate_summary(summary, data, args.split, seeds=args.seeds, val_batches=args.val_batches,
                                   progress=print)
         print(f"{path}\n{table(scored)}")

@@ -12,11 +12,16 @@ Seeds are those both studies hold; each distillation seed's difference is its me
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 from pathlib import Path
 
 from farzi_lightning.stats import interval
+
+_spec = importlib.util.spec_from_file_location("size_curve", Path(__file__).with_name("size_curve.py"))
+size_curve = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(size_curve)
 
 
 def curve_mean(record: dict, metric: str, steps: set[int]) -> float:
@@ -26,8 +31,7 @@ def curve_mean(record: dict, metric: str, steps: set[int]) -> float:
 
 
 def test_mean(record: dict, which: str, metric: str) -> float:
-    (score,) = [s for k, s in record[which].items() if k.endswith("/summary")]
-    return statistics.fmean(score["values"][metric])
+    return statistics.fmean(size_curve.values(record[which], "summary", metric))
 
 
 def main() -> None:

@@ -243,7 +243,6 @@ def test_baselines_are_retrained_when_the_recipe_changes(tmp_path):
     assert run(1e-4) is slow  # the same recipe is still served from the cache
 
 
-
 def test_a_summary_file_retrains_with_its_own_recipe(tmp_path):
     """``evaluate_summary`` (``farzi_lightning.retrain``, ``benchmarks/check_summary.py``) trains as the file's
     recipe says, patience, optimiser and weight decay included: the very curves of the harness that wrote the
@@ -271,6 +270,7 @@ def test_a_summary_file_retrains_with_its_own_recipe(tmp_path):
     loaded.recipe["optimizer"] = "forwardoptimizer"
     with pytest.raises(ValueError, match="forwardoptimizer.*pass that inner optimiser"):
         evaluate_summary(loaded, data, "valid")
+
 
 # ---- 5. inputs and targets held apart ----
 
