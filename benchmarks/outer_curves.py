@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from farzi_lightning.stats import interval
 
-VALID = "downstream/sasrec/summary/{metric}"
+VALID = "downstream/{learner}/summary/{metric}"
 
 
 def scalars(run: Path, tags: list[str]) -> dict[str, dict[int, float]]:
@@ -30,6 +30,9 @@ def scalars(run: Path, tags: list[str]) -> dict[str, dict[int, float]]:
         raise SystemExit(f"{run}: no lightning_logs/version_* (run the study first)")
     events = EventAccumulator(str(versions[-1]), size_guidance={"scalars": 0})
     events.Reload()
+    missing = [tag for tag in tags if tag not in events.Tags()["scalars"]]
+    if missing:
+        raise SystemExit(f"{versions[-1]}: no {', '.join(missing)} logged")
     return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in tags}
 
 
@@ -45,14 +48,18 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=25, help="outer steps per block (the validation interval)")
     parser.add_argument("--steps", type=int, default=150, help="outer steps of each run")
     parser.add_argument("--metric", default="hr@10", help="the downstream validation metric")
+    parser.add_argument("--learner", default="sasrec", help="the downstream learner's name in the logged tags")
     args = parser.parse_args()
-    tags = ["train/outer_loss", "train/meta_grad_norm", VALID.format(metric=args.metric)]
+    tags = ["train/outer_loss", "train/meta_grad_norm", VALID.format(learner=args.learner, metric=args.metric)]
     outer, norm, valid = [], [], []
     for seed in args.seeds:
         logged = scalars(args.runs / f"seed-{seed}", tags)
         outer.append(block_means(logged[tags[0]], args.block, args.steps))
         norm.append(block_means(logged[tags[1]], args.block, args.steps))
-        valid.append([logged[tags[2]][s] for s in range(0, args.steps + 1, args.block)])
+        ends = range(0, args.steps + 1, args.block)
+        if not set(ends) <= logged[tags[2]].keys():
+            raise SystemExit(f"seed-{seed}: validation not logged at every step of {list(ends)} (--block, --steps)")
+        valid.append([logged[tags[2]][s] for s in ends])
     print(f"{args.runs}, seeds {' '.join(args.seeds)}: means over seeds; changes paired per seed, 95% over seeds")
     print("| outer steps | outer loss | − first block | meta-gradient norm | "
           f"valid {args.metric} at the end | − start |")

@@ -55,3 +55,14 @@ def test_outer_curves_names_a_run_without_logs(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["outer_curves", str(tmp_path), "--seeds", "3"])
     with pytest.raises(SystemExit, match="seed-3: no lightning_logs"):
         outer_curves.main()
+
+
+def test_outer_curves_names_what_a_run_did_not_log(tmp_path, monkeypatch):
+    outer_curves = load("outer_curves")
+    write_run(tmp_path / "seed-0", [5.0, 4.0], {0: 0.1, 2: 0.2})
+    monkeypatch.setattr(sys, "argv", ["outer_curves", str(tmp_path), "--seeds", "0", "--block", "1", "--steps", "2"])
+    with pytest.raises(SystemExit, match=r"seed-0: validation not logged at every step of \[0, 1, 2\]"):
+        outer_curves.main()
+    monkeypatch.setattr(sys, "argv", ["outer_curves", str(tmp_path), "--seeds", "0", "--learner", "gru"])
+    with pytest.raises(SystemExit, match="no downstream/gru/summary/hr@10 logged"):
+        outer_curves.main()
